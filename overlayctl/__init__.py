@@ -1,0 +1,1 @@
+"""overlayctl: a layer store and overlayfs mount orchestrator for Linux."""

@@ -1,0 +1,201 @@
+"""ctypes bindings of the system calls the standard library lacks.
+
+The only module of overlayctl that touches ctypes.  Every binding raises
+``OSError(errno, "<call>(...) failed: <strerror>")`` on failure.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# Syscall numbers: the mount API numbers are shared by all architectures.
+SYS_open_tree = 428
+SYS_move_mount = 429
+SYS_fsopen = 430
+SYS_fsconfig = 431
+SYS_fsmount = 432
+SYS_getdents64 = {"x86_64": 217, "aarch64": 61}.get(platform.machine(), 217)
+SYS_pivot_root = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
+
+# include/uapi/linux/mount.h
+FSOPEN_CLOEXEC = 0x1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_SET_FD = 5
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 0x1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+AT_FDCWD = -100
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_SHARED = 0x100000
+MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+
+def _check(name: str):
+    def errcheck(result, func, args):
+        if result == -1:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{name}() failed: {os.strerror(err)}")
+        return result
+
+    return errcheck
+
+
+def _bind(name: str, restype, argtypes):
+    func = getattr(_libc, name)
+    func.restype = restype
+    func.argtypes = argtypes
+    func.errcheck = _check(name)
+    return func
+
+
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+def _sys(name: str, number: int, *args) -> int:
+    result = _syscall(number, *args)
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}() failed: {os.strerror(err)}")
+    return result
+
+
+def _b(path: str | bytes | None) -> bytes | None:
+    if path is None or isinstance(path, bytes):
+        return path
+    return os.fsencode(path)
+
+
+_mount = _bind(
+    "mount",
+    ctypes.c_int,
+    [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p],
+)
+_umount2 = _bind("umount2", ctypes.c_int, [ctypes.c_char_p, ctypes.c_int])
+_unshare = _bind("unshare", ctypes.c_int, [ctypes.c_int])
+_setns = _bind("setns", ctypes.c_int, [ctypes.c_int, ctypes.c_int])
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | bytes | None = None) -> None:
+    _mount(_b(source), _b(target), _b(fstype), flags, _b(data))
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _umount2(_b(target), flags)
+
+
+def unshare(flags: int) -> None:
+    _unshare(flags)
+
+
+def setns(fd: int, nstype: int) -> None:
+    _setns(fd, nstype)
+
+
+def fsopen(fsname: str, flags: int = FSOPEN_CLOEXEC) -> int:
+    return _sys("fsopen", SYS_fsopen, _b(fsname), ctypes.c_uint(flags))
+
+
+def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | bytes | None = None, aux: int = 0) -> None:
+    _sys(
+        "fsconfig",
+        SYS_fsconfig,
+        ctypes.c_int(fd),
+        ctypes.c_uint(cmd),
+        ctypes.c_char_p(_b(key)),
+        ctypes.c_char_p(_b(value)),
+        ctypes.c_int(aux),
+    )
+
+
+def fsmount(fd: int, flags: int = FSMOUNT_CLOEXEC, attr_flags: int = 0) -> int:
+    return _sys("fsmount", SYS_fsmount, ctypes.c_int(fd), ctypes.c_uint(flags), ctypes.c_uint(attr_flags))
+
+
+def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
+    _sys(
+        "move_mount",
+        SYS_move_mount,
+        ctypes.c_int(from_fd),
+        ctypes.c_char_p(_b(from_path)),
+        ctypes.c_int(to_fd),
+        ctypes.c_char_p(_b(to_path)),
+        ctypes.c_uint(flags),
+    )
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _sys("pivot_root", SYS_pivot_root, ctypes.c_char_p(_b(new_root)), ctypes.c_char_p(_b(put_old)))
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [
+        ("f_type", ctypes.c_long),
+        ("f_bsize", ctypes.c_long),
+        ("f_blocks", ctypes.c_ulong),
+        ("f_bfree", ctypes.c_ulong),
+        ("f_bavail", ctypes.c_ulong),
+        ("f_files", ctypes.c_ulong),
+        ("f_ffree", ctypes.c_ulong),
+        ("f_fsid", ctypes.c_int * 2),
+        ("f_namelen", ctypes.c_long),
+        ("f_frsize", ctypes.c_long),
+        ("f_flags", ctypes.c_long),
+        ("f_spare", ctypes.c_long * 4),
+    ]
+
+
+_statfs = _bind("statfs", ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(_Statfs)])
+
+
+def statfs_type(path: str) -> int:
+    """The filesystem magic number (``f_type``) of the filesystem holding path."""
+    buf = _Statfs()
+    _statfs(_b(path), ctypes.byref(buf))
+    return buf.f_type & 0xFFFFFFFF
+
+
+def getdents64(fd: int, size: int = 32768) -> list[tuple[str, int]]:
+    """Raw directory entries of an open directory fd: (name, d_type) pairs.
+
+    Unlike os.scandir, this shows DT_UNKNOWN (0) when the filesystem does not
+    fill in d_type.
+    """
+    buf = ctypes.create_string_buffer(size)
+    entries: list[tuple[str, int]] = []
+    while True:
+        n = _sys("getdents64", SYS_getdents64, ctypes.c_int(fd), buf, ctypes.c_uint(size))
+        if n == 0:
+            return entries
+        raw = buf.raw[:n]
+        pos = 0
+        while pos < n:
+            reclen = int.from_bytes(raw[pos + 16 : pos + 18], "little")
+            d_type = raw[pos + 18]
+            name = raw[pos + 19 : pos + reclen].split(b"\0", 1)[0]
+            entries.append((os.fsdecode(name), d_type))
+            pos += reclen
