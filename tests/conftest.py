@@ -41,3 +41,58 @@ def no_leaked_mounts(tmp_path_factory):
     yield
     leaked = _mounts_under(base)
     assert not leaked, "mounts left behind by the tests:\n" + "\n".join(leaked)
+
+
+def _cleanup_store(store) -> None:
+    """Unmount and unpin everything a test store made, even after a failure."""
+    from overlayctl.kernel import mount as kmount
+    from overlayctl.kernel import ns
+
+    for state in store.containers():
+        ns.drop_pin(store.layout.pin(state.record.id))
+        while ns.is_mount_point(store.layout.merged(state.record.id)):
+            kmount.unmount(store.layout.merged(state.record.id), detach=True)
+    ns.release_pin_dir(store.layout.ns_dir)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A LayerStore in its own temporary root and run root."""
+    from overlayctl import LayerStore
+
+    s = LayerStore(root=str(tmp_path / "root"), run_root=str(tmp_path / "run"))
+    try:
+        yield s
+    finally:
+        _cleanup_store(s)
+
+
+def make_rootfs(path, files: dict[str, str] | None = None):
+    """A small root filesystem: busybox when the host has it, plus files."""
+    import shutil
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "bin").mkdir(exist_ok=True)
+    busybox = shutil.which("busybox")
+    if busybox:
+        shutil.copy2(busybox, path / "bin" / "busybox")
+        for applet in ("sh", "ls", "cat", "echo"):
+            (path / "bin" / applet).symlink_to("busybox")
+    base = {
+        "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+        "etc/motd": "welcome\n",
+        "data/keep.txt": "keep\n",
+        "data/old.txt": "old\n",
+        "opt/app/one.txt": "one\n",
+        "opt/app/two.txt": "two\n",
+    }
+    for rel, text in {**base, **(files or {})}.items():
+        target = path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return path
+
+
+@pytest.fixture
+def rootfs(tmp_path):
+    return make_rootfs(tmp_path / "rootfs")

@@ -1,0 +1,80 @@
+# overlayctl — build, test and demo entry points.
+#
+# On a fresh Debian 12 machine, as root:   make test    /   make demo
+# Everything the targets need (apt packages, the virtualenv) is installed on
+# first use; later runs only check and are quiet.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+# Targets share apt and the venv: never run their recipes concurrently.
+.NOTPARALLEL:
+
+PYTHON3     ?= python3
+VENV        := .venv
+VENV_PY     := $(VENV)/bin/python
+VENV_STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+# Debian packages the test suite, the demo and the lint target need.
+APT_PKGS    := busybox-static shellcheck vagrant docker.io
+# Needed only to create the virtualenv.
+VENV_PKGS   := python3 python3-venv
+
+# $(call ensure_pkgs,PKG...): install the Debian packages of the list that are
+# not installed yet. Silent, and no apt-get update, when none is missing.
+# The lock timeout makes apt wait for another apt/dpkg run instead of failing.
+define ensure_pkgs
+missing=(); \
+for p in $(1); do \
+  st=$$(dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null || true); \
+  [[ $$st == *' ok installed' ]] || missing+=("$$p"); \
+done; \
+if (( $${#missing[@]} )); then \
+  echo "deps: installing $${missing[*]}"; \
+  sudo=(); \
+  if [[ $$(id -u) -ne 0 ]]; then \
+    command -v sudo >/dev/null || { echo "deps: need root (or sudo) to install $${missing[*]}" >&2; exit 1; }; \
+    sudo=(sudo); \
+  fi; \
+  apt=("$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=1200); \
+  "$${apt[@]}" -qq update; \
+  "$${apt[@]}" -qq install -y --no-install-recommends "$${missing[@]}"; \
+fi
+endef
+
+.PHONY: deps test demo bench lint clean
+
+deps:
+	@$(call ensure_pkgs,$(APT_PKGS))
+
+# The venv itself: created when missing (or broken), then the package and its
+# test extra installed; the stamp re-runs the install when pyproject.toml changes.
+$(VENV_PY):
+	@$(call ensure_pkgs,$(VENV_PKGS))
+	$(PYTHON3) -m venv $(VENV)
+
+$(VENV_STAMP): pyproject.toml | $(VENV_PY)
+	$(VENV_PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+$(VENV): $(VENV_STAMP)
+	@touch $@
+
+test: deps $(VENV)
+	$(VENV_PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: deps $(VENV)
+	bash demo/demo.sh
+
+bench: deps $(VENV)
+	$(VENV_PY) bench/bench.py
+
+# shellcheck every shell script of the repo (demo/*.sh only when present).
+lint:
+	@$(call ensure_pkgs,shellcheck)
+	shellcheck vagrant/provision.sh .ci/run $(wildcard demo/*.sh)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +

@@ -1,0 +1,94 @@
+"""The overlayctl command line: the root group, global options, error display.
+
+Subcommands load lazily, so ``overlayctl --help`` imports none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from ..errors import OverlayctlError
+
+_COMMANDS = {
+    "layer": ("layer", "layer", "Create, list, export and remove read-only layers."),
+    "image": ("image", "image", "Import, list, tag, inspect and remove images."),
+    "container": ("container", "container", "Create, mount, enter, diff, commit and remove containers."),
+    "mounts": ("mounts", "mounts", "Show overlay mounts and which store layer each directory is."),
+    "info": ("info", "info", "Show kernel overlay support and the store's filesystem."),
+    "mount": ("union", "mount", "Union-mount plain directories (first --lower on top)."),
+    "umount": ("union", "umount", "Unmount a union made by 'overlayctl mount'."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when run or asked for help."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        module, attr, _ = _COMMANDS[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the table, not from the modules: keeps --help light.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, (_, _, text) in _COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", envvar="OVERLAYCTL_ROOT", help="Store root [default: /var/lib/overlayctl].")
+@click.option("--run-root", envvar="OVERLAYCTL_RUN_ROOT", help="Runtime state [default: /run/overlayctl].")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option("0.1.0", prog_name="overlayctl")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None, run_root: str | None, debug: bool) -> None:
+    """overlayctl: a layer store and overlay mount orchestrator.
+
+    \b
+    Example:
+      overlayctl image import ./rootfs --tag base
+      overlayctl container create base --name web
+      overlayctl container mount web
+      overlayctl container enter web -- ls
+    """
+    ctx.obj = {"root": root, "run_root": run_root, "debug": debug}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning our errors into one line on stderr."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or bool(os.environ.get("OVERLAYCTL_DEBUG"))
+    try:
+        cli.main(args=args, prog_name="overlayctl", standalone_mode=False)
+    except OverlayctlError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        if debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        hint = " (overlayctl needs root)" if isinstance(exc, PermissionError) else ""
+        click.echo(f"error: {exc.strerror or exc}{where}{hint}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

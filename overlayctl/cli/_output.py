@@ -1,0 +1,49 @@
+"""Printing for the CLI: tables, JSON, sizes, the store from the context."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def store_from(ctx: click.Context):
+    from ..api import LayerStore
+
+    obj = ctx.find_root().obj or {}
+    return LayerStore(obj.get("root"), obj.get("run_root"))
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for row in cells:
+        line = "  ".join(c.ljust(w) for c, w in zip(row, widths))
+        click.echo(line.rstrip())
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def short(digest: str | None) -> str:
+    return digest.split(":", 1)[-1][:12] if digest else ""
+
+
+def when(stamp: str) -> str:
+    return stamp[:19].replace("T", " ") if stamp else ""

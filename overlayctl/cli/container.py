@@ -1,0 +1,196 @@
+"""overlayctl container ...: image + init layer + writable upper."""
+
+from __future__ import annotations
+
+import click
+
+from ._output import json_option, print_json, print_table, short, store_from, when
+
+_API = click.Choice(["new", "classic"])
+
+
+@click.group()
+def container() -> None:
+    """Create, mount, enter, diff, commit and remove containers.
+
+    \b
+    Example:
+      overlayctl container create busybox --name web
+      overlayctl container mount web
+      overlayctl container diff web
+    """
+
+
+@container.command("create")
+@click.argument("image")
+@click.option("--name", help="A unique name (default: c-<id prefix>).")
+@click.option("--hostname", help="Hostname in the init layer (default: the ID prefix).")
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    help="Overlay option for its mounts: volatile, userxattr, redirect_dir=, metacopy=, index=, xino=.",
+)
+@json_option
+@click.pass_context
+def create(ctx, image: str, name: str | None, hostname: str | None, options: tuple[str, ...], as_json: bool) -> None:
+    """Create a container from an image: an init layer, an empty upper.
+
+    \b
+    Example:
+      overlayctl container create busybox --name web -o volatile
+    """
+    record = store_from(ctx).create_container(image, name=name, options=options, hostname=hostname)
+    print_json(record.to_json()) if as_json else click.echo(record.name)
+
+
+@container.command("ls")
+@json_option
+@click.pass_context
+def ls(ctx, as_json: bool) -> None:
+    """List containers with their image and mount state.
+
+    \b
+    Example:
+      overlayctl container ls
+    """
+    store = store_from(ctx)
+    states = store.containers()
+    if as_json:
+        return print_json([s.to_json() for s in states])
+    rows = []
+    for s in states:
+        tags = store.tags(s.record.image)
+        rows.append((s.record.name, short(s.record.id), tags[0] if tags else short(s.record.image), when(s.record.created), s.mounted or "no"))
+    print_table(["NAME", "ID", "IMAGE", "CREATED", "MOUNTED"], rows)
+
+
+@container.command("inspect")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def inspect(ctx, ref: str, as_json: bool) -> None:
+    """Show a container's record, directories and mount plan.
+
+    \b
+    Example:
+      overlayctl container inspect web --json
+    """
+    store = store_from(ctx)
+    state = store.container(ref)
+    plan = store.plan(state.record.id)
+    data = {**state.to_json(), "plan": plan.to_json()}
+    if as_json:
+        return print_json(data)
+    for key in ("name", "id", "image", "created", "hostname", "mounted", "pin"):
+        click.echo(f"{key + ':':10} {data[key] if data[key] is not None else ''}")
+    click.echo(f"{'options:':10} {','.join(data['plan']['options'])}")
+    click.echo(f"{'target:':10} {plan.target}")
+    click.echo(f"{'upper:':10} {plan.upper}")
+    click.echo(f"{'work:':10} {plan.work}")
+    click.echo("lowers (top first):")
+    for path, label in zip(plan.lowers, plan.labels):
+        click.echo(f"  {label:20} {path}")
+
+
+@container.command("mount")
+@click.argument("ref")
+@click.option("--host", is_flag=True, help="Mount in the caller's namespace instead of a new one.")
+@click.option("--api", type=_API, help="Force the mount API (default: new where the kernel has lowerdir+).")
+@click.pass_context
+def mount(ctx, ref: str, host: bool, api: str | None) -> None:
+    """Mount a container's overlay at its merged/ directory.
+
+    By default the mount lives in a new mount namespace, pinned under the
+    run root, invisible to the host; 'container enter' goes inside.
+
+    \b
+    Example:
+      overlayctl container mount web
+      overlayctl container mount web --host
+    """
+    from ..kernel.mount import MountApi
+
+    store = store_from(ctx)
+    state = store.mount(ref, host=host, api=MountApi(api) if api else None)
+    click.echo(store.layout.merged(state.record.id))
+
+
+@container.command("unmount")
+@click.argument("ref")
+@click.pass_context
+def unmount(ctx, ref: str) -> None:
+    """Unmount a container (either kind of mount) and drop its namespace pin.
+
+    \b
+    Example:
+      overlayctl container unmount web
+    """
+    if not store_from(ctx).unmount(ref):
+        click.echo(f"{ref} was not mounted", err=True)
+
+
+@container.command("enter", context_settings={"ignore_unknown_options": True})
+@click.argument("ref")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def enter(ctx, ref: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND (default: a shell) in the container's mount namespace, in merged/.
+
+    \b
+    Example:
+      overlayctl container enter web -- ls -l bin
+    """
+    store_from(ctx).enter(ref, command)
+
+
+@container.command("diff")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def diff(ctx, ref: str, as_json: bool) -> None:
+    """List added (A), changed (C) and deleted (D) paths, like 'docker diff'.
+
+    \b
+    Example:
+      overlayctl container diff web
+    """
+    changes = store_from(ctx).diff(ref)
+    if as_json:
+        return print_json([c.to_json() for c in changes])
+    for change in changes:
+        click.echo(f"{change.kind} {change.path}")
+
+
+@container.command("commit")
+@click.argument("ref")
+@click.argument("tag", required=False)
+@click.option("-m", "--message", default="", help="Comment for the new layer.")
+@json_option
+@click.pass_context
+def commit(ctx, ref: str, tag: str | None, message: str, as_json: bool) -> None:
+    """Turn a container's upper into a new layer and image; the old image stays.
+
+    \b
+    Example:
+      overlayctl container commit web busybox:v2 -m "add index.html"
+    """
+    record = store_from(ctx).commit(ref, tag=tag, message=message)
+    print_json({"id": record.id, "tag": tag, "layers": record.layers}) if as_json else click.echo(record.id)
+
+
+@container.command("rm")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Unmount first if mounted.")
+@click.pass_context
+def rm(ctx, refs: tuple[str, ...], force: bool) -> None:
+    """Remove containers: unmount (-f), drop the pin, delete their directories.
+
+    \b
+    Example:
+      overlayctl container rm -f web
+    """
+    store = store_from(ctx)
+    for ref in refs:
+        click.echo(store.remove_container(ref, force=force).name)

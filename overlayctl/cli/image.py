@@ -1,0 +1,195 @@
+"""overlayctl image ...: stacks of layers with a config and tags."""
+
+from __future__ import annotations
+
+import click
+
+from ._output import human_size, json_option, print_json, print_table, short, store_from, when
+
+
+@click.group()
+def image() -> None:
+    """Import, list, tag, inspect and remove images.
+
+    \b
+    Example:
+      overlayctl image import ./rootfs --tag busybox
+      overlayctl image tree
+    """
+
+
+@image.command("import")
+@click.argument("source")
+@click.option("-t", "--tag", help="Tag the image NAME[:TAG] (default tag: latest).")
+@click.option("-m", "--message", default="", help="A comment for the image's history.")
+@json_option
+@click.pass_context
+def import_(ctx, source: str, tag: str | None, message: str, as_json: bool) -> None:
+    """Import a root filesystem (directory or tar) as a one-layer image.
+
+    \b
+    Example:
+      overlayctl image import rootfs.tar.gz --tag base:1.0
+    """
+    record = store_from(ctx).import_image(source, tag=tag, comment=message)
+    print_json({"id": record.id, "tag": tag}) if as_json else click.echo(record.id)
+
+
+@image.command("create")
+@click.argument("layer")
+@click.option("-t", "--tag", help="Tag the image NAME[:TAG].")
+@json_option
+@click.pass_context
+def create(ctx, layer: str, tag: str | None, as_json: bool) -> None:
+    """Make an image from a layer and its parents (bottom layer first).
+
+    \b
+    Example:
+      overlayctl image create 3f2a --tag app:1
+    """
+    record = store_from(ctx).create_image(layer, tag=tag)
+    print_json({"id": record.id, "tag": tag}) if as_json else click.echo(record.id)
+
+
+def _image_json(store, record) -> dict:
+    return {
+        "id": record.id,
+        "tags": store.tags(record.id),
+        "parent": record.parent,
+        "created": record.created,
+        "size": store.image_size(record),
+        "layers": record.layers,
+        "config": record.config,
+    }
+
+
+@image.command("ls")
+@json_option
+@click.pass_context
+def ls(ctx, as_json: bool) -> None:
+    """List images with their tags, layer count and size.
+
+    \b
+    Example:
+      overlayctl image ls
+    """
+    store = store_from(ctx)
+    images = store.images()
+    if as_json:
+        return print_json([{k: v for k, v in _image_json(store, i).items() if k != "config"} for i in images])
+    rows = []
+    for record in images:
+        tags = store.tags(record.id) or ["<none>"]
+        for tag in tags:
+            rows.append((tag, short(record.id), len(record.layers), human_size(store.image_size(record)), when(record.created)))
+    print_table(["TAG", "IMAGE", "LAYERS", "SIZE", "CREATED"], rows)
+
+
+@image.command("inspect")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def inspect(ctx, ref: str, as_json: bool) -> None:
+    """Show an image's record: layers bottom to top, config, history.
+
+    \b
+    Example:
+      overlayctl image inspect busybox
+    """
+    store = store_from(ctx)
+    data = _image_json(store, store.image(ref))
+    if as_json:
+        return print_json(data)
+    click.echo(f"id:       {data['id']}")
+    click.echo(f"tags:     {', '.join(data['tags'])}")
+    click.echo(f"parent:   {data['parent'] or ''}")
+    click.echo(f"created:  {data['created']}")
+    click.echo(f"size:     {human_size(data['size'])}")
+    click.echo("layers (bottom to top):")
+    for layer_id in data["layers"]:
+        click.echo(f"  {layer_id}")
+    for key, value in data["config"].get("config", {}).items():
+        click.echo(f"{key}: {value}")
+
+
+@image.command("history")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def history(ctx, ref: str, as_json: bool) -> None:
+    """Show an image's layers, newest first, with size, date and comment.
+
+    \b
+    Example:
+      overlayctl image history busybox:v2
+    """
+    rows = store_from(ctx).image_history(ref)
+    if as_json:
+        return print_json(rows)
+    print_table(
+        ["LAYER", "CREATED", "SIZE", "CREATED BY", "COMMENT"],
+        [(short(r["layer"]), when(r["created"]), human_size(r["size"]), r["created_by"], r["comment"]) for r in rows],
+    )
+
+
+@image.command("tree")
+@json_option
+@click.pass_context
+def tree(ctx, as_json: bool) -> None:
+    """Draw all images as a tree by parent image, shared bases once.
+
+    \b
+    Example:
+      overlayctl image tree
+    """
+    forest = store_from(ctx).image_tree()
+    if as_json:
+        return print_json(forest)
+
+    def draw(node: dict, prefix: str, last: bool, top: bool) -> None:
+        branch = "" if top else ("└─ " if last else "├─ ")
+        tags = ", ".join(node["tags"]) or "<none>"
+        size = f"+{human_size(node['own_size'])}" if not top else human_size(node["own_size"])
+        click.echo(f"{prefix}{branch}{short(node['id'])}  {tags}  {size}  (total {human_size(node['size'])}, {node['layers']} layers)")
+        children = node["children"]
+        for i, child in enumerate(children):
+            draw(child, prefix + ("" if top else ("   " if last else "│  ")), i == len(children) - 1, False)
+
+    for root in forest:
+        draw(root, "", True, True)
+
+
+@image.command("tag")
+@click.argument("ref")
+@click.argument("new_tag")
+@click.pass_context
+def tag(ctx, ref: str, new_tag: str) -> None:
+    """Give an image another tag.
+
+    \b
+    Example:
+      overlayctl image tag 9c1e busybox:stable
+    """
+    click.echo(store_from(ctx).tag_image(ref, new_tag))
+
+
+@image.command("rm")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Remove all tags and the image even if it has child images.")
+@click.pass_context
+def rm(ctx, refs: tuple[str, ...], force: bool) -> None:
+    """Untag or remove images; layers no longer used are removed too.
+
+    \b
+    Example:
+      overlayctl image rm busybox:old
+    """
+    store = store_from(ctx)
+    for ref in refs:
+        result = store.remove_image(ref, force=force)
+        for t in result["untagged"]:
+            click.echo(f"Untagged: {t}")
+        for i in result["deleted"]:
+            click.echo(f"Deleted: {i}")
+        for layer_id in result["layers"]:
+            click.echo(f"Deleted layer: {layer_id}")

@@ -1,0 +1,170 @@
+"""Carry out a MountPlan with the kernel's overlay filesystem, and undo it.
+
+Two ways to mount, chosen by a probe: the new mount API (``fsopen``,
+``fsconfig`` with one ``lowerdir+`` per layer, ``fsmount``, ``move_mount``;
+Linux >= 6.8 for ``lowerdir+``) and classic ``mount(2)`` with short links,
+whose data must fit in one page.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+
+from ..errors import KernelError, NotPermitted, OverlayUnsupported, TooManyLayers
+from ..plan.mountplan import MAX_LOWER_LAYERS, MountPlan
+from ..plan.options import classic_data, fsconfig_strings
+from . import _libc
+
+
+class MountApi(enum.Enum):
+    NEW = "new"  # fsopen/fsconfig(lowerdir+)/fsmount/move_mount
+    CLASSIC = "classic"  # mount(2) with one page of option data
+
+
+def default_api() -> MountApi:
+    """The new API where the kernel has ``lowerdir+``, classic mount(2) otherwise."""
+    from .probe import has_lowerdir_plus
+
+    return MountApi.NEW if has_lowerdir_plus() else MountApi.CLASSIC
+
+
+def apply(plan: MountPlan, api: MountApi | None = None) -> MountApi:
+    """Mount the overlay the plan describes at ``plan.target``; returns the API used.
+
+    Raises a KernelError subclass with a message a person can act on.
+    """
+    api = api or default_api()
+    try:
+        if api is MountApi.NEW:
+            _apply_new(plan)
+        else:
+            _apply_classic(plan)
+    except _MountFailed as failed:
+        raise translate_error(failed.error, plan, failed.call, failed.detail) from failed.error
+    return api
+
+
+def unmount(target: str, *, detach: bool = False) -> bool:
+    """Unmount target; False when nothing was mounted there."""
+    try:
+        _libc.umount2(target, (_libc.MNT_DETACH if detach else 0) | _libc.UMOUNT_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise translate_error(exc, None, "umount2") from exc
+    return True
+
+
+class _MountFailed(Exception):
+    def __init__(self, error: OSError, call: str, detail: str = "") -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.call = call
+        self.detail = detail
+
+
+def _read_fs_context(fd: int) -> str:
+    """The kernel's own messages on an fs-context fd ("e overlay: ..." lines)."""
+    messages = []
+    while True:
+        try:
+            # A buffer smaller than the message loses it (EMSGSIZE): read 4 KiB.
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        messages.append(data.decode(errors="replace").strip())
+    return "; ".join(m[2:] if m[:2] in ("e ", "w ", "i ") else m for m in messages)
+
+
+def _apply_new(plan: MountPlan) -> None:
+    try:
+        fd = _libc.fsopen("overlay")
+    except OSError as exc:
+        raise _MountFailed(exc, "fsopen") from exc
+    try:
+        _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "source", "overlay")
+        for key, value in fsconfig_strings(plan):
+            _configure(fd, key, value)
+        _configure(fd, None, None)
+        try:
+            mfd = _libc.fsmount(fd)
+        except OSError as exc:
+            raise _MountFailed(exc, "fsmount", _read_fs_context(fd)) from exc
+        try:
+            _libc.move_mount(mfd, "", _libc.AT_FDCWD, plan.target, _libc.MOVE_MOUNT_F_EMPTY_PATH)
+        except OSError as exc:
+            raise _MountFailed(exc, "move_mount") from exc
+        finally:
+            os.close(mfd)
+    finally:
+        os.close(fd)
+
+
+def _configure(fd: int, key: str | None, value: str | None) -> None:
+    try:
+        if key is None:
+            _libc.fsconfig(fd, _libc.FSCONFIG_CMD_CREATE)
+        elif value is None:
+            _libc.fsconfig(fd, _libc.FSCONFIG_SET_FLAG, key)
+        else:
+            _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, key, value)
+    except OSError as exc:
+        call = "fsconfig(CMD_CREATE)" if key is None else f"fsconfig({key})"
+        raise _MountFailed(exc, call, _read_fs_context(fd)) from exc
+
+
+def _apply_classic(plan: MountPlan) -> None:
+    data = classic_data(plan)
+    flags = _libc.MS_RDONLY if plan.readonly else 0
+    cwd = None
+    if plan.links is not None and plan.link_base is not None:
+        # Short relative links resolve against the store root: mount from there.
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        os.chdir(plan.link_base)
+    try:
+        _libc.mount("overlay", plan.target, "overlay", flags, data)
+    except OSError as exc:
+        raise _MountFailed(exc, "mount") from exc
+    finally:
+        if cwd is not None:
+            os.fchdir(cwd)
+            os.close(cwd)
+
+
+def _missing_directory(plan: MountPlan) -> str | None:
+    labels = list(plan.labels) + [""] * (len(plan.lowers) - len(plan.labels))
+    for path, label in zip(plan.lowers, labels):
+        if not os.path.isdir(path):
+            return f"lower layer {label + ' ' if label else ''}directory {path} is missing"
+    for role, path in (("upper", plan.upper), ("work", plan.work), ("target", plan.target)):
+        if path is not None and not os.path.isdir(path):
+            return f"{role} directory {path} is missing"
+    return None
+
+
+def translate_error(exc: OSError, plan: MountPlan | None, call: str, detail: str = "") -> KernelError:
+    """Turn a failed mount call into a message a person can act on."""
+    code = exc.errno or 0
+    kw = dict(errno=code, call=call, detail=detail)
+    if code in (errno.EPERM, errno.EACCES):
+        return NotPermitted(f"{call}: permission denied", hint="overlay mounts need root (CAP_SYS_ADMIN)", **kw)
+    if code == errno.ENODEV and call.startswith("fsopen") or code == errno.ENODEV and plan is not None:
+        return OverlayUnsupported(
+            "the kernel has no overlay filesystem", hint="load it with 'modprobe overlay'", **kw
+        )
+    if plan is not None:
+        missing = _missing_directory(plan)
+        if missing:
+            return KernelError(missing, hint="the store may be damaged; see 'overlayctl info'", **kw)
+        if "too many lower" in detail or len(plan.lowers) > MAX_LOWER_LAYERS:
+            return TooManyLayers(f"{len(plan.lowers)} lower layers: the kernel stacks at most {MAX_LOWER_LAYERS}", **kw)
+    text = detail or os.strerror(code)
+    return KernelError(
+        f"the kernel refused the overlay mount ({call}): {text}",
+        hint="the kernel log (dmesg) has the details",
+        **kw,
+    )

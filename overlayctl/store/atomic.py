@@ -1,0 +1,100 @@
+"""Crash-safe writes: staging directories, fsync, rename.
+
+An object is built in ``staging/<pid>-<random>`` and renamed into place in
+one step, so a half-built object never appears under its real name.  A
+staging entry whose process is gone is garbage and is swept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write data to path through a temporary file, fsync and rename."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(os.path.dirname(path))
+
+
+def symlink_atomic(target: str, path: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.rename(tmp, path)
+
+
+def new_staging(staging_root: str) -> str:
+    """A fresh private directory under staging/, named after this process."""
+    os.makedirs(staging_root, mode=0o700, exist_ok=True)
+    path = f"{staging_root}/{os.getpid()}-{secrets.token_hex(6)}"
+    os.mkdir(path, 0o700)
+    return path
+
+
+def publish(staged: str, final: str) -> None:
+    """Move a finished staging directory to its final name in one rename."""
+    os.rename(staged, final)
+    fsync_dir(os.path.dirname(final))
+
+
+def discard(path: str) -> None:
+    """Remove a directory tree (staged or retired), ignoring what is already gone."""
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        os.unlink(path)
+
+
+def retire(path: str, staging_root: str) -> None:
+    """Make a directory disappear atomically (rename into staging), then delete it."""
+    if not os.path.lexists(path):
+        return
+    graveyard = new_staging(staging_root)
+    os.rename(path, f"{graveyard}/old")
+    discard(graveyard)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_staging(staging_root: str) -> list[str]:
+    """Delete staging entries left by processes that no longer run."""
+    removed = []
+    try:
+        names = os.listdir(staging_root)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        pid_text = name.split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+            continue
+        if pid_text.isdigit() and int(pid_text) == os.getpid():
+            continue
+        discard(f"{staging_root}/{name}")
+        removed.append(name)
+    return removed

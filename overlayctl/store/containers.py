@@ -1,0 +1,183 @@
+"""Containers on disk: init layer, upper, work, merged; and their mount plans."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+
+from ..errors import AlreadyExists, InvalidArgument, NotFound
+from ..plan.mountplan import MountPlan
+from ..plan.options import check_layer_count, merge_options
+from .atomic import new_staging, publish, retire, symlink_atomic, write_atomic
+from .ids import short_id, short_link
+from .layers import layer_link
+from .layout import StoreLayout
+from .records import ContainerRecord, ImageRecord, dump_json, load_json, now_rfc3339
+
+HOSTS_TEMPLATE = """127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+fe00::0\tip6-localnet
+ff00::0\tip6-mcastprefix
+ff02::1\tip6-allnodes
+ff02::2\tip6-allrouters
+127.0.1.1\t{hostname}
+"""
+
+
+def container_ids(layout: StoreLayout) -> list[str]:
+    try:
+        return os.listdir(layout.containers)
+    except FileNotFoundError:
+        return []
+
+
+def load_container(layout: StoreLayout, container_id: str) -> ContainerRecord:
+    try:
+        return ContainerRecord.from_json(load_json(layout.container_json(container_id)))
+    except FileNotFoundError:
+        raise NotFound(f"no such container: {container_id}") from None
+
+
+def list_containers(layout: StoreLayout) -> list[ContainerRecord]:
+    records = [load_container(layout, i) for i in container_ids(layout)]
+    return sorted(records, key=lambda r: (r.created, r.id))
+
+
+def resolve_container(layout: StoreLayout, ref: str) -> ContainerRecord:
+    """A container by exact name, full ID or unique ID prefix."""
+    records = list_containers(layout)
+    for record in records:
+        if ref in (record.name, record.id):
+            return record
+    matches = [r for r in records if ref and r.id.startswith(ref.lower())]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise InvalidArgument(f"container ID prefix {ref!r} is ambiguous", hint="give more characters")
+    raise NotFound(f"no such container: {ref}", hint="see 'overlayctl container ls'")
+
+
+def create_container(
+    layout: StoreLayout,
+    image: ImageRecord,
+    *,
+    name: str | None,
+    options: tuple = (),
+    hostname: str | None = None,
+) -> ContainerRecord:
+    """Make a container's directories and record (call under the store lock)."""
+    check_layer_count(len(image.diff_ids) + 1)
+    container_id = secrets.token_hex(32)
+    name = name or f"c-{container_id[:10]}"
+    if any(r.name == name for r in list_containers(layout)):
+        raise AlreadyExists(f"container name {name!r} is already taken")
+    record = ContainerRecord(
+        id=container_id,
+        name=name,
+        image=image.id,
+        created=now_rfc3339(),
+        hostname=hostname or container_id[:12],
+        link=short_link(f"{container_id}/init"),
+        options=tuple(options),
+    )
+    staged = new_staging(layout.staging)
+    try:
+        for sub in ("init", "upper", "work", "merged"):
+            os.mkdir(f"{staged}/{sub}", 0o755)
+        write_init_layer(f"{staged}/init", record.hostname)
+        write_atomic(f"{staged}/container.json", dump_json(record.to_json()))
+        os.makedirs(layout.links, exist_ok=True)
+        symlink_atomic(f"../containers/{container_id}/init", layout.link(record.link))
+        os.makedirs(layout.containers, exist_ok=True)
+        publish(staged, layout.container_dir(container_id))
+    except BaseException:
+        retire(staged, layout.staging)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(layout.link(record.link))
+        raise
+    return record
+
+
+def write_init_layer(init: str, hostname: str) -> None:
+    """The files every container gets between its image and its upper.
+
+    Like Docker's "-init" layer: they shadow the image's copies, so the
+    image's own /etc stays as it was.
+    """
+    os.mkdir(f"{init}/etc", 0o755)
+    files = {
+        "hostname": f"{hostname}\n",
+        "hosts": HOSTS_TEMPLATE.format(hostname=hostname),
+        "resolv.conf": _host_resolv_conf(),
+    }
+    for name, text in files.items():
+        with open(f"{init}/etc/{name}", "w") as f:
+            f.write(text)
+        os.chmod(f"{init}/etc/{name}", 0o644)
+
+
+def _host_resolv_conf() -> str:
+    try:
+        with open("/etc/resolv.conf") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def build_plan(layout: StoreLayout, record: ContainerRecord, image: ImageRecord) -> MountPlan:
+    """The overlay for a container: init layer over the image layers (top first)."""
+    layers = image.layers[::-1]
+    lowers = [layout.init(record.id)] + [layout.diff(layer) for layer in layers]
+    links = [f"l/{record.link}"] + [f"l/{layer_link(layer)}" for layer in layers]
+    labels = ["init"] + [f"layer {short_id(layer)}" for layer in layers]
+    return MountPlan(
+        lowers=tuple(lowers),
+        upper=layout.upper(record.id),
+        work=layout.work(record.id),
+        target=layout.merged(record.id),
+        options=merge_options(record.options),
+        links=tuple(links),
+        link_base=layout.root,
+        labels=tuple(labels),
+    )
+
+
+def reset_work(layout: StoreLayout, record: ContainerRecord) -> None:
+    """Remove what a volatile mount leaves in work/ (it poisons the next mount)."""
+    incompat = f"{layout.work(record.id)}/work/incompat"
+    if os.path.isdir(incompat):
+        retire(incompat, layout.staging)
+
+
+def remove_container(layout: StoreLayout, record: ContainerRecord) -> None:
+    """Delete a container's directories (caller: under the lock, unmounted)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(layout.link(record.link))
+    retire(layout.container_dir(record.id), layout.staging)
+
+
+def describe_path(layout: StoreLayout, path: str, base: str | None = None) -> dict[str, str] | None:
+    """What a directory seen in a mount is in this store, or None if foreign.
+
+    Relative paths (classic mounts with short links) resolve against base,
+    by default the store root.
+    """
+    if not os.path.isabs(path):
+        path = os.path.join(base or layout.root, path)
+    if path.startswith(layout.links + "/"):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return {"kind": "link", "id": os.path.basename(path), "detail": "dangling short link"}
+        return describe_path(layout, os.path.normpath(os.path.join(layout.links, target)))
+    parts = os.path.relpath(path, layout.root).split(os.sep)
+    if parts[0] == "layers" and len(parts) == 3 and parts[2] == "diff":
+        return {"kind": "layer", "id": "sha256:" + parts[1]}
+    if parts[0] == "containers" and len(parts) == 3 and parts[2] in ("init", "upper", "work", "merged"):
+        info = {"kind": parts[2], "container": parts[1]}
+        with contextlib.suppress(Exception):
+            info["name"] = load_container(layout, parts[1]).name
+        return info
+    return None
+

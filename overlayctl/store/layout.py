@@ -1,0 +1,122 @@
+"""Every path under the store root and the run root, in one place.
+
+::
+
+    <root>/layers/<chain-hex>/diff/        the layer's files, overlay form
+    <root>/layers/<chain-hex>/layer.json   parent, diff_id, size, created, comment, link
+    <root>/l/<short> -> ../layers/<chain-hex>/diff   (or ../containers/<id>/init)
+    <root>/images/<image-hex>.json         image config (its sha256 is the image ID)
+    <root>/tags.json                       {"name:tag": "sha256:..."}
+    <root>/containers/<id>/container.json  name, image, created, options
+    <root>/containers/<id>/{init,upper,work,merged}/
+    <root>/staging/<pid>-<random>/         half-built objects; swept when their pid is gone
+    <root>/store.json                      format version and the backing filesystem probe
+    <root>/lock                            flock for mutations
+    <run-root>/ns/<container-id>           pinned mount namespace
+    <run-root>/empty/                      empty bottom layer for one-lower read-only unions
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_ROOT = "/var/lib/overlayctl"
+DEFAULT_RUN_ROOT = "/run/overlayctl"
+
+
+def hex_of(digest: str) -> str:
+    return digest.split(":", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLayout:
+    root: str
+    run_root: str
+
+    @classmethod
+    def at(cls, root: str | None = None, run_root: str | None = None) -> "StoreLayout":
+        root = root or os.environ.get("OVERLAYCTL_ROOT") or DEFAULT_ROOT
+        run_root = run_root or os.environ.get("OVERLAYCTL_RUN_ROOT") or DEFAULT_RUN_ROOT
+        return cls(os.path.abspath(root), os.path.abspath(run_root))
+
+    # layers
+    @property
+    def layers(self) -> str:
+        return f"{self.root}/layers"
+
+    def layer_dir(self, layer_id: str) -> str:
+        return f"{self.root}/layers/{hex_of(layer_id)}"
+
+    def diff(self, layer_id: str) -> str:
+        return f"{self.root}/layers/{hex_of(layer_id)}/diff"
+
+    def layer_json(self, layer_id: str) -> str:
+        return f"{self.root}/layers/{hex_of(layer_id)}/layer.json"
+
+    @property
+    def links(self) -> str:
+        return f"{self.root}/l"
+
+    def link(self, short: str) -> str:
+        return f"{self.root}/l/{short}"
+
+    # images and tags
+    @property
+    def images(self) -> str:
+        return f"{self.root}/images"
+
+    def image_json(self, image_id: str) -> str:
+        return f"{self.root}/images/{hex_of(image_id)}.json"
+
+    @property
+    def tags(self) -> str:
+        return f"{self.root}/tags.json"
+
+    # containers
+    @property
+    def containers(self) -> str:
+        return f"{self.root}/containers"
+
+    def container_dir(self, container_id: str) -> str:
+        return f"{self.root}/containers/{container_id}"
+
+    def container_json(self, container_id: str) -> str:
+        return f"{self.root}/containers/{container_id}/container.json"
+
+    def init(self, container_id: str) -> str:
+        return f"{self.root}/containers/{container_id}/init"
+
+    def upper(self, container_id: str) -> str:
+        return f"{self.root}/containers/{container_id}/upper"
+
+    def work(self, container_id: str) -> str:
+        return f"{self.root}/containers/{container_id}/work"
+
+    def merged(self, container_id: str) -> str:
+        return f"{self.root}/containers/{container_id}/merged"
+
+    # housekeeping
+    @property
+    def staging(self) -> str:
+        return f"{self.root}/staging"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.root}/lock"
+
+    @property
+    def store_json(self) -> str:
+        return f"{self.root}/store.json"
+
+    # run root
+    @property
+    def ns_dir(self) -> str:
+        return f"{self.run_root}/ns"
+
+    def pin(self, container_id: str) -> str:
+        return f"{self.run_root}/ns/{container_id}"
+
+    @property
+    def empty(self) -> str:
+        return f"{self.run_root}/empty"

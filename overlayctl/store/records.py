@@ -1,0 +1,191 @@
+"""The store's records as frozen dataclasses, to and from JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import InvalidArgument, StoreError
+from .ids import chain_ids, sha256_digest
+
+_REF = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def now_rfc3339() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+def parse_ref(ref: str) -> str:
+    """Normalise an image reference to ``name:tag`` (default tag ``latest``)."""
+    name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+    if not _REF.fullmatch(name) or not _TAG.fullmatch(tag):
+        raise InvalidArgument(
+            f"invalid image reference {ref!r}",
+            hint="use NAME[:TAG], lowercase name, e.g. busybox:1.35",
+        )
+    return f"{name}:{tag}"
+
+
+def check_container_name(name: str) -> str:
+    if not _NAME.fullmatch(name) or re.fullmatch(r"[0-9a-f]{64}", name):
+        raise InvalidArgument(
+            f"invalid container name {name!r}", hint="use letters, digits, '_', '.', '-'"
+        )
+    return name
+
+
+def load_json(path: str) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"damaged record {path}: {exc}", hint="run 'overlayctl check'") from exc
+
+
+def dump_json(obj: Any) -> bytes:
+    """Canonical JSON bytes: sorted keys, compact, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRecord:
+    """A read-only layer: its diff directory and where it sits in a chain."""
+
+    id: str  # chain ID
+    diff_id: str
+    parent: str | None
+    size: int
+    created: str
+    comment: str
+    link: str  # short link name under <root>/l
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "diff_id": self.diff_id,
+            "parent": self.parent,
+            "size": self.size,
+            "created": self.created,
+            "comment": self.comment,
+            "link": self.link,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "LayerRecord":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+#: The runtime configuration keys an image carries (OCI config.config).
+CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "Labels", "User")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """An image: an OCI image config; its sha256 is the image ID.
+
+    ``rootfs.diff_ids`` lists the layers bottom to top; the layer IDs are
+    their chain IDs.  ``parent`` names the image a commit was made from.
+    """
+
+    config: dict[str, Any]
+    id: str = ""
+    raw: bytes = field(default=b"", repr=False, compare=False)
+
+    @classmethod
+    def build(
+        cls,
+        diff_ids: list[str],
+        *,
+        runtime: dict[str, Any] | None = None,
+        history: list[dict[str, Any]] | None = None,
+        parent: str | None = None,
+        created: str | None = None,
+    ) -> "ImageRecord":
+        config: dict[str, Any] = {
+            "architecture": _architecture(),
+            "os": "linux",
+            "created": created or now_rfc3339(),
+            "config": {k: v for k, v in (runtime or {}).items() if v not in (None, [], {}, "")},
+            "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+            "history": history or [],
+        }
+        if parent:
+            config["parent"] = parent
+        return cls.from_bytes(dump_json(config))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "ImageRecord":
+        return cls(config=json.loads(raw), id=sha256_digest(raw), raw=raw)
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list(self.config["rootfs"]["diff_ids"])
+
+    @property
+    def layers(self) -> list[str]:
+        """Layer (chain) IDs, bottom to top."""
+        return chain_ids(self.diff_ids)
+
+    @property
+    def parent(self) -> str | None:
+        return self.config.get("parent")
+
+    @property
+    def created(self) -> str:
+        return self.config.get("created", "")
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        return dict(self.config.get("config") or {})
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.config.get("history") or [])
+
+
+def _architecture() -> str:
+    import platform
+
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRecord:
+    """A container: an image, its init layer and a writable upper."""
+
+    id: str
+    name: str
+    image: str
+    created: str
+    hostname: str
+    link: str  # short link name of the init layer
+    options: tuple[tuple[str, str | None], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "image": self.image,
+            "created": self.created,
+            "hostname": self.hostname,
+            "link": self.link,
+            "options": [k if v is None else f"{k}={v}" for k, v in self.options],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ContainerRecord":
+        options = tuple(
+            (k, v if sep else None) for k, sep, v in (o.partition("=") for o in data.get("options", []))
+        )
+        fields = {k: data[k] for k in ("id", "name", "image", "created", "hostname", "link")}
+        return cls(**fields, options=options)
+
+    def with_options(self, options) -> "ContainerRecord":
+        return replace(self, options=tuple(options))
