@@ -1,0 +1,561 @@
+"""overlayctl benchmarks: mount times against the kernel's own floor.
+
+Run as root with ``make bench`` (or ``.venv/bin/python bench/bench.py``).
+Prints a table of median times and writes the same figures to
+``bench/results.json``.  Slow numbers are reported, never fatal: the exit
+status is 0 unless the benchmark itself breaks.
+
+What is measured:
+
+* floor: the raw overlay mount of N prepared directories (plus an upper and
+  a work dir), by classic mount(2) with short relative names and by the new
+  mount API (fsopen, one ``fsconfig lowerdir+`` per layer, fsmount,
+  move_mount); the floor is the faster of the two.  Only the mount call is
+  timed; each sample is unmounted afterwards.
+* api: ``LayerStore.mount`` / ``LayerStore.unmount`` of a container whose
+  image has N layers (the container adds its init layer, so the mount has
+  N + 1 lowers; N = 500 uses an image of 499 layers: 500 lowers, the
+  kernel's limit).
+* cli: ``overlayctl container mount`` as a subprocess (wall time), and
+  ``overlayctl --help``.
+* busybox: ``container create`` + ``container mount`` of a busybox image,
+  in-process and through the CLI.
+
+The floor runs in a forked child that moves into a private mount namespace
+of its own, so its mounts never reach the host and die with it.  overlayctl
+itself runs in the caller's namespace, as a user runs it: its mounts live in
+the containers' own namespaces, pinned under a temp run root.  Everything is
+unmounted and deleted at the end, also after an error or Ctrl-C.
+
+Why not move the whole benchmark into a private namespace: on Linux 6.18
+mount namespace IDs come from per-CPU batches, so a namespace made later can
+have a smaller ID than the caller's; the kernel then refuses to bind-mount
+its nsfs file there (the mount-namespace loop check compares the IDs) and
+overlayctl's namespace pin fails with EINVAL, depending on which CPUs the two
+unshare() calls ran on.  From the initial namespace (ID 4 here) it never fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results.json"
+CLI = os.environ.get("OVERLAYCTL") or str(Path(sys.executable).parent / "overlayctl")
+
+FLOOR_NS = (1, 10, 100, 125, 500)
+API_NS = (1, 10, 100, 500)
+CLI_NS = (1, 10, 100, 125, 500)
+FLOOR_REPS = 100
+MAX_IMAGE_LAYERS = 499  # plus the container's init layer: 500 lowers
+
+GOAL_API_RATIO = 1.5  # in-process mount within 1.5x of the floor at N = 100
+GOAL_CLI_MOUNT = 0.10  # CLI container mount at N = 125, seconds
+GOAL_HELP = 0.08  # overlayctl --help, seconds
+
+
+def reps_for(n: int) -> int:
+    """Repetitions: many for fast mounts, fewer for the 500-layer ones."""
+    return 50 if n <= 10 else 30 if n <= 125 else 20
+
+
+# -- measuring ----------------------------------------------------------------
+
+
+def sample(
+    action: Callable[[], object], reps: int, *, warmup: int = 3, after: Callable[[], object] | None = None
+) -> list[float]:
+    """Time action reps times (after warm-up runs); after() runs untimed after each."""
+    times: list[float] = []
+    for i in range(warmup + reps):
+        start = time.perf_counter()
+        action()
+        elapsed = time.perf_counter() - start
+        if after is not None:
+            after()
+        if i >= warmup:
+            times.append(elapsed)
+    return times
+
+
+def median(times: list[float]) -> float:
+    return statistics.median(times)
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+class Results:
+    """Rows of the table, kept in order, and their JSON form."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.floor: dict[int, float] = {}
+
+    def add(
+        self,
+        group: str,
+        name: str,
+        times: list[float],
+        *,
+        n: int | None = None,
+        lowers: int | None = None,
+        floor_n: int | None = None,
+        goal: str | None = None,
+        met: bool | None = None,
+        note: str = "",
+    ) -> dict:
+        med = median(times)
+        floor = self.floor.get(floor_n) if floor_n is not None else None
+        row = {
+            "group": group,
+            "name": name,
+            "n": n,
+            "lowers": lowers,
+            "reps": len(times),
+            "median_s": med,
+            "min_s": min(times),
+            "floor_n": floor_n,
+            "ratio_to_floor": med / floor if floor else None,
+            "goal": goal,
+            "goal_met": met,
+            "note": note,
+        }
+        self.rows.append(row)
+        ratio = f"{row['ratio_to_floor']:.1f}x" if row["ratio_to_floor"] is not None else "-"
+        mark = "" if met is None else ("  ok" if met else "  MISSED")
+        print(
+            f"  {name:34} {'' if n is None else n:>4} {fmt_time(med):>10} {fmt_time(min(times)):>10} {ratio:>8}"
+            f"  {goal or ''}{mark}",
+            flush=True,
+        )
+        return row
+
+    def to_json(self) -> dict:
+        return {
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "floor_s": {str(n): t for n, t in self.floor.items()},
+            "rows": self.rows,
+        }
+
+
+def header(title: str) -> None:
+    print(f"\n{title}", flush=True)
+    print(f"  {'benchmark':34} {'N':>4} {'median':>10} {'min':>10} {'/floor':>8}  goal", flush=True)
+
+
+# -- the floor: raw kernel mounts ---------------------------------------------
+
+
+def bench_floor(results: Results, base: Path, store) -> None:
+    """The floor, measured in a child process in a private mount namespace.
+
+    The child also mounts overlayctl's own plans (kernel calls only), which
+    splits overlayctl's cost into the kernel's part and its own.
+    """
+    sys.stdout.flush()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        status = 1
+        try:
+            os.close(read_fd)
+            enter_private_namespace()
+            child = Results()
+            _floor(child, base)
+            _plan_apply(child, store)
+            os.write(write_fd, json.dumps({"rows": child.rows, "floor": child.floor}).encode())
+            status = 0
+        except KeyboardInterrupt:
+            status = 130
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as pipe:
+            data = pipe.read()
+    finally:
+        _, wait_status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(wait_status)
+    if code == 130:
+        raise KeyboardInterrupt
+    if code != 0 or not data:
+        raise RuntimeError(f"the floor benchmark failed (exit {code})")
+    found = json.loads(data)
+    results.rows.extend(found["rows"])
+    results.floor.update({int(n): t for n, t in found["floor"].items()})
+
+
+def _floor(results: Results, base: Path) -> None:
+    """Raw overlay mounts of N directories, both APIs; the floor is the faster."""
+    from overlayctl.kernel import _libc
+    from overlayctl.plan.options import DEFAULT_OPTIONS
+
+    work = base / "floor"
+    work.mkdir()
+    for i in range(max(FLOOR_NS)):
+        (work / str(i)).mkdir()
+        (work / str(i) / f"f{i}").write_text(f"{i}\n")
+    for sub in ("u", "w", "m"):
+        (work / sub).mkdir()
+    # The same feature options overlayctl passes: compare like with like.
+    options = [(k, v) for k, v in DEFAULT_OPTIONS]
+    option_text = ",".join(k if v is None else f"{k}={v}" for k, v in options)
+
+    def classic(n: int) -> Callable[[], None]:
+        data = f"lowerdir={':'.join(str(i) for i in range(n))},upperdir=u,workdir=w,{option_text}"
+
+        def run() -> None:
+            _libc.mount("overlay", "m", "overlay", 0, data)
+
+        return run
+
+    def new_api(n: int) -> Callable[[], None]:
+        names = [str(i) for i in range(n)]
+
+        def run() -> None:
+            fd = _libc.fsopen("overlay")
+            try:
+                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "source", "overlay")
+                for name in names:
+                    _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "lowerdir+", name)
+                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "upperdir", "u")
+                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "workdir", "w")
+                for key, value in options:
+                    if value is None:
+                        _libc.fsconfig(fd, _libc.FSCONFIG_SET_FLAG, key)
+                    else:
+                        _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, key, value)
+                _libc.fsconfig(fd, _libc.FSCONFIG_CMD_CREATE)
+                mfd = _libc.fsmount(fd)
+                try:
+                    _libc.move_mount(mfd, "", _libc.AT_FDCWD, "m", _libc.MOVE_MOUNT_F_EMPTY_PATH)
+                finally:
+                    os.close(mfd)
+            finally:
+                os.close(fd)
+
+        return run
+
+    def unmount() -> None:
+        _libc.umount2("m", 0)
+
+    header("floor: raw kernel overlay mount of N dirs + upper + work (mount call only)")
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        for n in FLOOR_NS:
+            # Cheap and noisy: many samples, back to back (a pause between
+            # samples makes every mount slower on this VM, not steadier).
+            t_classic = sample(classic(n), FLOOR_REPS, warmup=5, after=unmount)
+            t_new = sample(new_api(n), FLOOR_REPS, warmup=5, after=unmount)
+            r1 = results.add("floor", "mount(2), short relative names", t_classic, n=n, lowers=n)
+            r2 = results.add("floor", "fsopen/lowerdir+/fsmount/move_mount", t_new, n=n, lowers=n)
+            results.floor[n] = min(r1["median_s"], r2["median_s"])
+    finally:
+        with contextlib.suppress(OSError):
+            _libc.umount2(str(work / "m"), _libc.MNT_DETACH)
+        os.chdir(cwd)
+
+
+def _plan_apply(results: Results, store) -> None:
+    """kernel.mount.apply of the api-N containers' plans: the store's paths, no namespace, no store work."""
+    from overlayctl.errors import TooManyLayers
+    from overlayctl.kernel import mount as kmount
+
+    header("kernel part of overlayctl: kernel.mount.apply(plan) of a container, both APIs")
+    for n in API_NS:
+        plan = store.plan(f"api-{n}")
+        apis = (
+            (kmount.MountApi.NEW, "apply(plan), new API"),
+            (kmount.MountApi.CLASSIC, "apply(plan), classic + short links"),
+        )
+        for api, label in apis:
+            try:
+                times = sample(lambda: kmount.apply(plan, api), reps_for(n), after=lambda: kmount.unmount(plan.target))
+            except TooManyLayers as exc:
+                print(f"  {label:34} {n:>4}  (not possible: {exc.message})", flush=True)
+                continue
+            results.add("kernel", label, times, n=n, lowers=len(plan.lowers), floor_n=n)
+
+
+# -- a store with deep images -------------------------------------------------
+
+
+def build_store(base: Path):
+    """A store with one chain of 499 layers, images at the depths we need, their containers."""
+    from overlayctl import LayerStore
+
+    store = LayerStore(root=str(base / "store"), run_root=str(base / "run"))
+    depths = sorted({min(n, MAX_IMAGE_LAYERS) for n in API_NS + CLI_NS})
+    src = base / "layer-src"
+    src.mkdir()
+    start = time.perf_counter()
+    parent = None
+    for depth in range(1, max(depths) + 1):
+        for old in src.iterdir():
+            old.unlink()
+        (src / f"file{depth}").write_text(f"layer {depth}\n")
+        parent = store.create_layer(str(src), parent=parent).id
+        if depth in depths:
+            store.create_image(parent, tag=f"deep:{depth}")
+    for n in API_NS:
+        store.create_container(image_for(n)[0], name=f"api-{n}")
+    for n in CLI_NS:
+        store.create_container(image_for(n)[0], name=f"cli-{n}")
+    print(f"(store: a chain of {max(depths)} layers built in {time.perf_counter() - start:.1f} s)", flush=True)
+    return store
+
+
+def image_for(n: int) -> tuple[str, int]:
+    """The tag and image depth for N: N layers, but 499 at N = 500."""
+    depth = min(n, MAX_IMAGE_LAYERS)
+    return f"deep:{depth}", depth
+
+
+def bench_api(results: Results, store) -> None:
+    header("overlayctl in-process: LayerStore.plan / mount / unmount (mount: new pinned namespace)")
+    for n in API_NS:
+        _, depth = image_for(n)
+        name = f"api-{n}"
+        reps = reps_for(n)
+        note = f"image of {depth} layers + init layer"
+        plans = sample(lambda: store.plan(name), reps)
+        results.add("api", "LayerStore.plan (no mount)", plans, n=n, lowers=depth + 1, floor_n=n, note=note)
+        mounts: list[float] = []
+        unmounts: list[float] = []
+        for i in range(3 + reps):
+            t0 = time.perf_counter()
+            store.mount(name)
+            t1 = time.perf_counter()
+            store.unmount(name)
+            t2 = time.perf_counter()
+            if i >= 3:
+                mounts.append(t1 - t0)
+                unmounts.append(t2 - t1)
+        goal = met = None
+        if n == 100:
+            ratio = median(mounts) / results.floor[n]
+            goal, met = f"<= {GOAL_API_RATIO}x floor", ratio <= GOAL_API_RATIO
+        results.add("api", "LayerStore.mount", mounts, n=n, lowers=depth + 1, floor_n=n, goal=goal, met=met, note=note)
+        results.add("api", "LayerStore.unmount", unmounts, n=n, lowers=depth + 1, floor_n=n, note=note)
+
+
+def cli(store, *args: str) -> None:
+    subprocess.run(
+        [CLI, "--root", store.layout.root, "--run-root", store.layout.run_root, *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def bench_cli(results: Results, store) -> None:
+    header("overlayctl CLI: 'overlayctl container mount NAME' as a subprocess (wall time)")
+    for n in CLI_NS:
+        _, depth = image_for(n)
+        name = f"cli-{n}"
+        reps = 30 if n <= 125 else 20
+        times = sample(
+            lambda: cli(store, "container", "mount", name), reps, warmup=2, after=lambda: store.unmount(name)
+        )
+        goal = met = None
+        if n == 125:
+            goal, met = f"<= {GOAL_CLI_MOUNT:.2f} s", median(times) <= GOAL_CLI_MOUNT
+        results.add(
+            "cli", "overlayctl container mount", times, n=n, lowers=depth + 1, floor_n=n,
+            goal=goal, met=met, note=f"image of {depth} layers + init layer",
+        )
+    times = sample(
+        lambda: subprocess.run([CLI, "--help"], check=True, stdout=subprocess.DEVNULL), 50, warmup=3
+    )
+    results.add("cli", "overlayctl --help", times, goal=f"<= {GOAL_HELP:.2f} s", met=median(times) <= GOAL_HELP)
+
+
+# -- busybox: create + mount --------------------------------------------------
+
+
+def make_busybox_rootfs(path: Path) -> int:
+    """A rootfs like the demo's: the host's busybox with its applet links."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise SystemExit("bench: no busybox on this host; install busybox-static (make deps)")
+    for sub in ("bin", "etc", "data", "opt/app", "tmp", "root"):
+        (path / sub).mkdir(parents=True)
+    shutil.copy2(busybox, path / "bin" / "busybox")
+    applets = subprocess.run([busybox, "--list"], check=True, capture_output=True, text=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (path / "bin" / applet).symlink_to("busybox")
+    (path / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (path / "etc" / "group").write_text("root:x:0:\n")
+    (path / "etc" / "motd").write_text("Welcome.\n")
+    (path / "data" / "old.txt").write_text("old\n")
+    (path / "opt" / "app" / "version").write_text("v1\n")
+    return len(applets)
+
+
+def bench_busybox(results: Results, store, base: Path) -> None:
+    rootfs = base / "busybox-rootfs"
+    applets = make_busybox_rootfs(rootfs)
+    start = time.perf_counter()
+    store.import_image(str(rootfs), tag="busybox:base")
+    imported = time.perf_counter() - start
+    header(f"busybox image ({applets} applet links; import took {fmt_time(imported)}): create + mount")
+    counter = iter(range(10**6))
+
+    creates: list[float] = []
+    mounts: list[float] = []
+    totals: list[float] = []
+    for i in range(3 + 30):
+        name = f"bb-{next(counter)}"
+        t0 = time.perf_counter()
+        store.create_container("busybox:base", name=name)
+        t1 = time.perf_counter()
+        store.mount(name)
+        t2 = time.perf_counter()
+        store.remove_container(name, force=True)
+        if i >= 3:
+            creates.append(t1 - t0)
+            mounts.append(t2 - t1)
+            totals.append(t2 - t0)
+    note = "image of 1 layer + init layer"
+    results.add("busybox", "api create_container", creates, n=1, lowers=2, note=note)
+    results.add("busybox", "api mount", mounts, n=1, lowers=2, floor_n=1, note=note)
+    results.add("busybox", "api create + mount", totals, n=1, lowers=2, floor_n=1, note=note)
+
+    creates, mounts, totals = [], [], []
+    for i in range(2 + 20):
+        name = f"bb-{next(counter)}"
+        t0 = time.perf_counter()
+        cli(store, "container", "create", "busybox:base", "--name", name)
+        t1 = time.perf_counter()
+        cli(store, "container", "mount", name)
+        t2 = time.perf_counter()
+        store.remove_container(name, force=True)
+        if i >= 2:
+            creates.append(t1 - t0)
+            mounts.append(t2 - t1)
+            totals.append(t2 - t0)
+    results.add("busybox", "cli container create", creates, n=1, lowers=2, note=note)
+    results.add("busybox", "cli container mount", mounts, n=1, lowers=2, floor_n=1, note=note)
+    results.add("busybox", "cli create + mount", totals, n=1, lowers=2, floor_n=1, note=note)
+
+
+# -- setup and cleanup --------------------------------------------------------
+
+
+def enter_private_namespace() -> None:
+    """Move this process into a private mount namespace (the floor's child)."""
+    from overlayctl.kernel import _libc
+
+    _libc.unshare(_libc.CLONE_NEWNS)
+    _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+
+
+def mounts_under(base: Path) -> list[str]:
+    prefix = f"{base}/"
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split(" ", 5)[4]
+            if point.startswith(prefix):
+                points.append(point)
+    return points
+
+
+def cleanup(store, base: Path) -> None:
+    """Remove every container, unmount everything under base, delete base."""
+    from overlayctl.kernel import _libc, ns
+
+    if store is not None:
+        with contextlib.suppress(Exception):
+            for state in store.containers():
+                with contextlib.suppress(Exception):
+                    store.remove_container(state.record.id, force=True)
+        with contextlib.suppress(Exception):
+            ns.release_pin_dir(store.layout.ns_dir)
+    for point in sorted(mounts_under(base), reverse=True):
+        with contextlib.suppress(OSError):
+            _libc.umount2(point, _libc.MNT_DETACH)
+    left = mounts_under(base)
+    if left:
+        print(f"bench: could not unmount {left}; leaving {base}", file=sys.stderr)
+        return
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def print_summary(results: Results) -> None:
+    print("\ngoals:")
+    for row in results.rows:
+        if row["goal"]:
+            state = "ok" if row["goal_met"] else "MISSED"
+            ratio = f" ({row['ratio_to_floor']:.2f}x floor)" if row["ratio_to_floor"] else ""
+            where = f"N={row['n']}" if row["n"] is not None else "-"
+            print(f"  {row['name']} ({where}): {fmt_time(row['median_s'])}{ratio}, goal {row['goal']}: {state}")
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, through main's cleanup."""
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("bench: skipped: overlay mounts need root (run 'make bench' as root)")
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    base = Path(tempfile.mkdtemp(prefix="overlayctl-bench."))
+    results = Results()
+    store = None
+    started = time.perf_counter()
+    print(f"overlayctl bench: Linux {platform.release()}, Python {platform.python_version()}, {os.cpu_count()} CPUs")
+    print("medians of 20-50 runs (floor: 100) after a warm-up")
+    print("N = the image's layers; a container adds its init layer (N = 500: an image of 499 layers)")
+    try:
+        store = build_store(base)
+        bench_floor(results, base, store)
+        bench_api(results, store)
+        bench_cli(results, store)
+        bench_busybox(results, store, base)
+    except KeyboardInterrupt:
+        print("\nbench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        cleanup(store, base)
+    print_summary(results)
+    RESULTS.write_text(json.dumps(results.to_json(), indent=2) + "\n")
+    print(f"\nwrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}"
+          f" ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

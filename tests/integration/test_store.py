@@ -1,0 +1,216 @@
+"""The store on disk: layout, content addresses, references, atomicity, cleanup."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from overlayctl.errors import AlreadyExists, InUse, InvalidArgument, NotFound, OverlayctlError, StoreError
+
+pytestmark = pytest.mark.root
+
+
+def tree_snapshot(root: str) -> dict[str, tuple]:
+    """Every path under root with its type, size and mtime, to compare before/after."""
+    snap = {}
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(d, name)
+            st = os.lstat(path)
+            snap[os.path.relpath(path, root)] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return snap
+
+
+def assert_consistent(store) -> None:
+    """Every record names objects that exist, and every object has its record."""
+    root = store.layout.root
+    for name in os.listdir(f"{root}/layers"):
+        assert os.path.isfile(f"{root}/layers/{name}/layer.json") and os.path.isdir(f"{root}/layers/{name}/diff")
+    for name in os.listdir(f"{root}/l"):
+        assert os.path.isdir(f"{root}/l/{name}"), f"dangling link {name}"
+    for image in store.images():
+        for layer in image.layers:
+            assert os.path.isdir(store.layout.diff(layer))
+    for ref, image_id in store.tags().items():
+        assert os.path.isfile(store.layout.image_json(image_id)), ref
+
+
+def test_layout_is_readable_with_ls(store, rootfs):
+    image = store.import_image(str(rootfs), tag="base")
+    (layer_id,) = image.layers
+    root = store.layout.root
+    hexid = layer_id.split(":")[1]
+    assert os.path.isdir(f"{root}/layers/{hexid}/diff/etc")
+    record = json.load(open(f"{root}/layers/{hexid}/layer.json"))
+    assert record["diff_id"] == layer_id and record["parent"] is None and record["size"] > 0
+    assert os.readlink(f"{root}/l/{record['link']}") == f"../layers/{hexid}/diff"
+    assert json.load(open(f"{root}/tags.json")) == {"base:latest": image.id}
+    assert os.listdir(f"{root}/images") == [image.id.split(":")[1] + ".json"]
+    assert json.load(open(f"{root}/store.json"))["backing"]["fs_type"] in ("ext4", "tmpfs", "xfs", "btrfs")
+
+
+def test_same_content_is_stored_once(store, rootfs):
+    first = store.import_image(str(rootfs), tag="a")
+    second = store.import_image(str(rootfs), tag="b")
+    assert first.layers == second.layers
+    assert len(store.layers()) == 1
+
+
+def test_layer_from_tar_keeps_the_tar_digest(store, rootfs, tmp_path):
+    import hashlib
+
+    tar = tmp_path / "rootfs.tar"
+    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
+    layer = store.create_layer(str(tar))
+    assert layer.diff_id == "sha256:" + hashlib.sha256(tar.read_bytes()).hexdigest()
+    assert layer.id == layer.diff_id  # a base layer's chain ID is its diff_id
+
+
+def test_references_by_tag_and_prefix(store, rootfs):
+    image = store.import_image(str(rootfs), tag="base:1")
+    assert store.image("base:1").id == image.id
+    assert store.image(image.id.split(":")[1][:8]).id == image.id
+    with pytest.raises(NotFound, match="no such image: nope"):
+        store.image("nope")
+    store.create_container("base:1", name="web")
+    assert store.container("web").record.image == image.id
+    with pytest.raises(AlreadyExists, match="already taken"):
+        store.create_container("base:1", name="web")
+    with pytest.raises(InvalidArgument):
+        store.create_container("base:1", name="bad name")
+
+
+def test_ambiguous_prefix(store, tmp_path):
+    ids = []
+    for i in range(40):
+        d = tmp_path / f"d{i}"
+        d.mkdir()
+        (d / "f").write_text(str(i))
+        ids.append(store.create_layer(str(d)).id)
+    first_chars = [i.split(":")[1][0] for i in ids]
+    shared = next(c for c in first_chars if first_chars.count(c) > 1)
+    with pytest.raises(InvalidArgument, match="ambiguous"):
+        store.layer(shared)
+
+
+def test_removal_rules(store, rootfs):
+    image = store.import_image(str(rootfs), tag="base")
+    (layer_id,) = image.layers
+    with pytest.raises(InUse, match="used by image base:latest"):
+        store.remove_layer(layer_id)
+    store.create_container("base", name="c")
+    with pytest.raises(InUse, match="used by container c"):
+        store.remove_image("base")
+    store.remove_container("c")
+    store.tag_image("base", "other:1")
+    assert store.remove_image("base")["untagged"] == ["base:latest"]  # only untags
+    removed = store.remove_image("other:1")
+    assert removed["layers"] == [layer_id]
+    assert store.layers() == [] and store.images() == [] and os.listdir(store.layout.links) == []
+
+
+def test_failed_import_leaves_the_store_as_it_was(store, rootfs, tmp_path):
+    store.import_image(str(rootfs), tag="base")
+    before = tree_snapshot(store.layout.root)
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"this is not a tar archive" * 100)
+    with pytest.raises(OverlayctlError):
+        store.import_image(str(bad), tag="bad")
+    with pytest.raises(OverlayctlError):
+        store.create_layer(io.BytesIO(b""))
+    after = tree_snapshot(store.layout.root)
+    assert {k: v for k, v in after.items() if not k.startswith("staging")} == {
+        k: v for k, v in before.items() if not k.startswith("staging")
+    }
+    assert os.listdir(store.layout.staging) == []
+
+
+def test_interrupted_work_is_swept(store, rootfs):
+    store.import_image(str(rootfs), tag="base")
+    dead = f"{store.layout.staging}/99999999-deadbeef"
+    os.makedirs(f"{dead}/diff/etc")
+    os.symlink("../layers/0000/diff", f"{store.layout.links}/dangling00")
+    store.tag_image("base", "again")
+    assert not os.path.exists(dead)
+    assert not os.path.lexists(f"{store.layout.links}/dangling00")
+
+
+def test_killed_import_leaves_nothing(store, rootfs, tmp_path):
+    """SIGKILL in the middle of an import: the next command cleans up."""
+    store.import_image(str(rootfs), tag="base")
+    before = set(tree_snapshot(store.layout.root))
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(200):
+        (big / f"f{i}").write_bytes(os.urandom(256 * 1024))
+    code = (
+        "import sys; from overlayctl import LayerStore;"
+        f"LayerStore({store.layout.root!r}, {store.layout.run_root!r}).import_image({str(big)!r}, tag='big')"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        # Kill it once it has started writing into staging.
+        for _ in range(500):
+            if os.path.isdir(store.layout.staging) and os.listdir(store.layout.staging):
+                break
+            proc.wait(timeout=0.01) if proc.poll() is not None else __import__("time").sleep(0.01)
+        proc.kill()
+    finally:
+        proc.wait()
+    store.tag_image("base", "swept")  # any mutation sweeps
+    assert os.listdir(store.layout.staging) == []
+    assert_consistent(store)
+    if "big:latest" not in store.tags():  # killed before it published anything
+        after = {k for k in tree_snapshot(store.layout.root) if not k.startswith("staging")}
+        assert {k for k in after - before if ".tmp-" not in k} <= {"tags.json"}
+
+
+def test_concurrent_creates_are_serialised(store, tmp_path):
+    sources = []
+    for i in range(4):
+        d = tmp_path / f"src{i}"
+        d.mkdir()
+        (d / "f").write_text("same content")
+        sources.append(str(d))
+    code = (
+        "import sys; from overlayctl import LayerStore;"
+        f"s = LayerStore({store.layout.root!r}, {store.layout.run_root!r});"
+        "print(s.import_image(sys.argv[1], tag='t' + sys.argv[2]).layers[0])"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, src, str(i)], stdout=subprocess.PIPE, text=True)
+        for i, src in enumerate(sources)
+    ]
+    outputs = {p.communicate()[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(outputs) == 1 and len(store.layers()) == 1
+    assert len(store.tags()) == 4
+
+
+def test_store_on_overlay_is_refused(tmp_path):
+    """An upper cannot live on overlayfs: the store says so and names the fix."""
+    from overlayctl import LayerStore
+    from overlayctl.kernel import mount as kmount
+    from overlayctl.plan.mountplan import MountPlan
+
+    for d in ("lower", "upper", "work", "merged"):
+        (tmp_path / d).mkdir()
+    plan = MountPlan(
+        lowers=(str(tmp_path / "lower"),),
+        upper=str(tmp_path / "upper"),
+        work=str(tmp_path / "work"),
+        target=str(tmp_path / "merged"),
+    )
+    kmount.apply(plan)
+    try:
+        store = LayerStore(root=str(tmp_path / "merged" / "store"), run_root=str(tmp_path / "run"))
+        with pytest.raises(StoreError, match="on an overlay filesystem") as caught:
+            store.import_image(str(tmp_path / "lower"), tag="x")
+        assert "choose another --root" in caught.value.format()
+    finally:
+        kmount.unmount(str(tmp_path / "merged"))
