@@ -71,9 +71,14 @@ class LayerStore:
         """Lock the store, making it (and probing its filesystem) on first use."""
         self._ensure_root()
         with self.lock:
+            self._sweep()
+            yield
+
+    def _sweep(self) -> None:
+        """Remove what interrupted commands left: staging dirs, dangling links."""
+        with self.lock:
             sweep_staging(self.layout.staging)
             lyrs.sweep_links(self.layout)
-            yield
 
     def _ensure_root(self) -> None:
         layout = self.layout
@@ -113,18 +118,11 @@ class LayerStore:
         self._ensure_root()
         fill, close = self._filler(source)
         try:
-            with self._sweep_first():
-                record, _ = lyrs.create_layer(self.layout, self.lock, fill, parent=parent_id, comment=comment)
+            self._sweep()
+            record, _ = lyrs.create_layer(self.layout, self.lock, fill, parent=parent_id, comment=comment)
         finally:
             close()
         return record
-
-    @contextlib.contextmanager
-    def _sweep_first(self):
-        with self.lock:
-            sweep_staging(self.layout.staging)
-            lyrs.sweep_links(self.layout)
-        yield
 
     def _filler(self, source: str | BinaryIO):
         if not isinstance(source, str):
@@ -360,37 +358,38 @@ class LayerStore:
         with self._mutation():
             return ctrs.create_container(self.layout, record, name=name, options=requested, hostname=hostname)
 
-    def plan(self, ref: str, *, target: str | None = None) -> MountPlan:
-        """The container's overlay as plain data; mounts nothing."""
+    def plan(self, ref: str, *, links: bool = False) -> MountPlan:
+        """The container's overlay as plain data; mounts nothing.
+
+        ``links`` adds the short relative names classic mount(2) uses.
+        """
         record = ctrs.resolve_container(self.layout, ref)
-        return self._plan(record, target)
-
-    def _plan(self, record: ContainerRecord, target: str | None = None) -> MountPlan:
-        plan = ctrs.build_plan(self.layout, record, imgs.load_image(self.layout, record.image))
-        if target is not None:
-            from dataclasses import replace
-
-            plan = replace(plan, target=target)
-        return plan
+        return ctrs.build_plan(self.layout, record, links=links)
 
     def mount(self, ref: str, *, host: bool = False, api=None) -> ContainerState:
-        """Mount a container: in a new pinned mount namespace, or with host=True in ours."""
+        """Mount a container: in a new pinned mount namespace, or with host=True in ours.
+
+        ``api`` forces a kernel interface (``kernel.mount.MountApi``); by
+        default the new mount API where the kernel has ``lowerdir+``.
+        """
         from .kernel import mount as kmount
         from .kernel import ns
 
         record = ctrs.resolve_container(self.layout, ref)
+        api = api or kmount.default_api()
         with self.lock:
             state = self._state(record)
             if state.mounted:
                 raise InUse(f"container {record.name} is already mounted ({state.mounted})")
             self._check_volatile(record)
-            plan = self._plan(record)
+            plan = ctrs.build_plan(self.layout, record, links=api is kmount.MountApi.CLASSIC)
             if host:
                 kmount.apply(plan, api)
-            else:
-                ns.prepare_pin_dir(self.layout.ns_dir)
-                ns.run_in_new_namespace(self.layout.pin(record.id), lambda: kmount.apply(plan, api))
-            return self._state(record)
+                return ContainerState(record, "host", None)
+            pin = self.layout.pin(record.id)
+            ns.prepare_pin_dir(self.layout.ns_dir)
+            ns.run_in_new_namespace(pin, lambda: kmount.apply(plan, api))
+            return ContainerState(record, "namespace", pin)
 
     def _check_volatile(self, record: ContainerRecord) -> None:
         if os.path.exists(f"{self.layout.work(record.id)}/work/incompat/volatile"):
@@ -436,7 +435,7 @@ class LayerStore:
     def diff(self, ref: str) -> list[Change]:
         """Added, changed and deleted paths, from the container's upper."""
         record = ctrs.resolve_container(self.layout, ref)
-        plan = self._plan(record)
+        plan = ctrs.build_plan(self.layout, record)
         return upper_changes(self.layout.upper(record.id), list(plan.lowers))
 
     def commit(

@@ -199,3 +199,16 @@ def getdents64(fd: int, size: int = 32768) -> list[tuple[str, int]]:
             name = raw[pos + 19 : pos + reclen].split(b"\0", 1)[0]
             entries.append((os.fsdecode(name), d_type))
             pos += reclen
+
+
+_statx = _bind("statx", ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p])
+_STATX_MNT_ID = 0x1000
+_AT_SYMLINK_NOFOLLOW = 0x100
+_STX_MNT_ID_OFFSET = 0x90  # struct statx: __u64 stx_mnt_id after the timestamps and devices
+
+
+def mount_id(path: str) -> int:
+    """The ID of the mount holding path (statx STATX_MNT_ID, Linux >= 5.8)."""
+    buf = ctypes.create_string_buffer(256)
+    _statx(AT_FDCWD, _b(path), _AT_SYMLINK_NOFOLLOW, _STATX_MNT_ID, buf)
+    return int.from_bytes(buf.raw[_STX_MNT_ID_OFFSET : _STX_MNT_ID_OFFSET + 8], "little")

@@ -10,8 +10,8 @@ itself and made private once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import re
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -25,18 +25,14 @@ _NS_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 def is_mount_point(path: str) -> bool:
     """True when path is a mount point in the caller's namespace.
 
-    os.path.ismount misses bind mounts of a directory onto itself (same
-    device), so mountinfo is read instead.
+    Compares mount IDs (statx) with the parent's: os.path.ismount misses a
+    directory bind-mounted onto itself, which keeps the same device.
     """
-    path = os.path.realpath(path)
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            point = line.split(b" ", 5)[4]
-            if b"\\" in point:
-                point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), point)
-            if os.fsdecode(point) == path:
-                return True
-    return False
+    path = os.path.abspath(path)
+    try:
+        return _libc.mount_id(path) != _libc.mount_id(os.path.dirname(path) or "/")
+    except OSError:
+        return False
 
 
 def prepare_pin_dir(path: str) -> None:
@@ -92,6 +88,19 @@ def run_in_new_namespace(pin: str, action: Callable[[], T]) -> T:
     """
     with open(pin, "ab"):
         pass
+    try:
+        return _on_each_cpu(lambda: _make_and_pin(pin, action))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(pin)
+        raise
+
+
+class _PinRefused(Exception):
+    """The kernel refused to bind the new namespace's file (EINVAL)."""
+
+
+def _make_and_pin(pin: str, action: Callable[[], T]) -> T:
     new_fd = -1
     try:
         with _saved_namespace():
@@ -99,15 +108,43 @@ def run_in_new_namespace(pin: str, action: Callable[[], T]) -> T:
             _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_SLAVE)
             result = action()
             new_fd = os.open("/proc/self/ns/mnt", _NS_FLAGS)
-        _libc.mount(f"/proc/self/fd/{new_fd}", pin, None, _libc.MS_BIND)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(pin)
-        raise
+        try:
+            _libc.mount(f"/proc/self/fd/{new_fd}", pin, None, _libc.MS_BIND)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise _PinRefused(str(exc)) from exc
+            raise
+        return result
     finally:
         if new_fd >= 0:
             os.close(new_fd)
-    return result
+
+
+def _on_each_cpu(attempt: Callable[[], T]) -> T:
+    """Run attempt, retrying on each CPU in turn while the pin is refused.
+
+    The kernel refuses to bind a mount namespace file into a namespace whose
+    ID is not older (its loop check compares IDs).  Since Linux 6.18 IDs come
+    from per-CPU batches, so a caller that is itself in a non-initial
+    namespace can get a "younger" new namespace with a smaller ID on another
+    CPU.  Making the namespace on the CPU whose batch is ahead succeeds.
+    """
+    try:
+        return attempt()
+    except _PinRefused:
+        pass
+    allowed = os.sched_getaffinity(0)
+    try:
+        for cpu in range(os.cpu_count() or 1):
+            try:
+                os.sched_setaffinity(0, {cpu})
+            except OSError:
+                continue  # not in our cpuset
+            with contextlib.suppress(_PinRefused):
+                return attempt()
+    finally:
+        os.sched_setaffinity(0, allowed)
+    raise OSError(errno.EINVAL, "the kernel refused to pin the new mount namespace (namespace loop check)")
 
 
 def run_in_namespace(pin: str, action: Callable[[], T]) -> T:

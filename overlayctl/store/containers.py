@@ -45,14 +45,14 @@ def list_containers(layout: StoreLayout) -> list[ContainerRecord]:
 
 
 def resolve_container(layout: StoreLayout, ref: str) -> ContainerRecord:
-    """A container by exact name, full ID or unique ID prefix."""
-    records = list_containers(layout)
-    for record in records:
-        if ref in (record.name, record.id):
-            return record
-    matches = [r for r in records if ref and r.id.startswith(ref.lower())]
+    """A container by name, full ID or unique ID prefix (one record read)."""
+    try:
+        return load_container(layout, os.path.basename(os.readlink(layout.name_link(ref))))
+    except (OSError, ValueError):
+        pass
+    matches = [i for i in container_ids(layout) if ref and i.startswith(ref.lower())]
     if len(matches) == 1:
-        return matches[0]
+        return load_container(layout, matches[0])
     if len(matches) > 1:
         raise InvalidArgument(f"container ID prefix {ref!r} is ambiguous", hint="give more characters")
     raise NotFound(f"no such container: {ref}", hint="see 'overlayctl container ls'")
@@ -70,8 +70,6 @@ def create_container(
     check_layer_count(len(image.diff_ids) + 1)
     container_id = secrets.token_hex(32)
     name = name or f"c-{container_id[:10]}"
-    if any(r.name == name for r in list_containers(layout)):
-        raise AlreadyExists(f"container name {name!r} is already taken")
     record = ContainerRecord(
         id=container_id,
         name=name,
@@ -79,6 +77,7 @@ def create_container(
         created=now_rfc3339(),
         hostname=hostname or container_id[:12],
         link=short_link(f"{container_id}/init"),
+        layers=tuple(image.layers),
         options=tuple(options),
     )
     staged = new_staging(layout.staging)
@@ -87,16 +86,34 @@ def create_container(
             os.mkdir(f"{staged}/{sub}", 0o755)
         write_init_layer(f"{staged}/init", record.hostname)
         write_atomic(f"{staged}/container.json", dump_json(record.to_json()))
+        claim_name(layout, name, container_id)
         os.makedirs(layout.links, exist_ok=True)
         symlink_atomic(f"../containers/{container_id}/init", layout.link(record.link))
         os.makedirs(layout.containers, exist_ok=True)
         publish(staged, layout.container_dir(container_id))
+    except AlreadyExists:
+        retire(staged, layout.staging)
+        raise
     except BaseException:
         retire(staged, layout.staging)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(layout.link(record.link))
+        for path in (layout.link(record.link), layout.name_link(name)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         raise
     return record
+
+
+def claim_name(layout: StoreLayout, name: str, container_id: str) -> None:
+    """Take a container name: symlink(2) fails if it exists, so names are unique."""
+    os.makedirs(layout.names, exist_ok=True)
+    try:
+        os.symlink(f"../containers/{container_id}", layout.name_link(name))
+    except FileExistsError:
+        if os.path.exists(layout.name_link(name)):
+            raise AlreadyExists(f"container name {name!r} is already taken") from None
+        # A dangling name left by an interrupted create or remove: reuse it.
+        os.unlink(layout.name_link(name))
+        os.symlink(f"../containers/{container_id}", layout.name_link(name))
 
 
 def write_init_layer(init: str, hostname: str) -> None:
@@ -125,21 +142,24 @@ def _host_resolv_conf() -> str:
         return ""
 
 
-def build_plan(layout: StoreLayout, record: ContainerRecord, image: ImageRecord) -> MountPlan:
-    """The overlay for a container: init layer over the image layers (top first)."""
-    layers = image.layers[::-1]
-    lowers = [layout.init(record.id)] + [layout.diff(layer) for layer in layers]
-    links = [f"l/{record.link}"] + [f"l/{layer_link(layer)}" for layer in layers]
-    labels = ["init"] + [f"layer {short_id(layer)}" for layer in layers]
+def build_plan(layout: StoreLayout, record: ContainerRecord, *, links: bool = False) -> MountPlan:
+    """The overlay for a container: init layer over the image layers (top first).
+
+    Everything comes from the container's own record (its image's layers are
+    copied there at create time), so planning reads one file.  ``links``
+    adds the short relative names that classic mount(2) needs.
+    """
+    layers = record.layers[::-1]
+    diff = layout.diff
     return MountPlan(
-        lowers=tuple(lowers),
+        lowers=(layout.init(record.id), *(diff(layer) for layer in layers)),
         upper=layout.upper(record.id),
         work=layout.work(record.id),
         target=layout.merged(record.id),
         options=merge_options(record.options),
-        links=tuple(links),
-        link_base=layout.root,
-        labels=tuple(labels),
+        links=(f"l/{record.link}", *(f"l/{layer_link(layer)}" for layer in layers)) if links else None,
+        link_base=layout.root if links else None,
+        labels=("init", *(f"layer {short_id(layer)}" for layer in layers)),
     )
 
 
@@ -152,9 +172,10 @@ def reset_work(layout: StoreLayout, record: ContainerRecord) -> None:
 
 def remove_container(layout: StoreLayout, record: ContainerRecord) -> None:
     """Delete a container's directories (caller: under the lock, unmounted)."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(layout.link(record.link))
     retire(layout.container_dir(record.id), layout.staging)
+    for path in (layout.link(record.link), layout.name_link(record.name)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def describe_path(layout: StoreLayout, path: str, base: str | None = None) -> dict[str, str] | None:

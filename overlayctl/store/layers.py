@@ -136,16 +136,17 @@ def remove_layer(layout: StoreLayout, layer_id: str) -> None:
 
 
 def sweep_links(layout: StoreLayout) -> list[str]:
-    """Remove short links whose layer or container is gone."""
+    """Remove short links and name links whose layer or container is gone."""
     removed = []
-    try:
-        names = os.listdir(layout.links)
-    except FileNotFoundError:
-        return removed
-    for name in names:
-        path = layout.link(name)
-        if not os.path.exists(path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            removed.append(name)
+    for directory in (layout.links, layout.names):
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            path = f"{directory}/{name}"
+            if not os.path.exists(path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                removed.append(path)
     return removed

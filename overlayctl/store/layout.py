@@ -9,6 +9,7 @@
     <root>/tags.json                       {"name:tag": "sha256:..."}
     <root>/containers/<id>/container.json  name, image, created, options
     <root>/containers/<id>/{init,upper,work,merged}/
+    <root>/names/<name> -> ../containers/<id>   a container's name, unique by construction
     <root>/staging/<pid>-<random>/         half-built objects; swept when their pid is gone
     <root>/store.json                      format version and the backing filesystem probe
     <root>/lock                            flock for mutations
@@ -80,6 +81,13 @@ class StoreLayout:
 
     def container_dir(self, container_id: str) -> str:
         return f"{self.root}/containers/{container_id}"
+
+    @property
+    def names(self) -> str:
+        return f"{self.root}/names"
+
+    def name_link(self, name: str) -> str:
+        return f"{self.root}/names/{name}"
 
     def container_json(self, container_id: str) -> str:
         return f"{self.root}/containers/{container_id}/container.json"

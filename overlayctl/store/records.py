@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidArgument, StoreError
@@ -166,6 +166,7 @@ class ContainerRecord:
     created: str
     hostname: str
     link: str  # short link name of the init layer
+    layers: tuple[str, ...] = ()  # the image's layer IDs, bottom to top
     options: tuple[tuple[str, str | None], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -176,6 +177,7 @@ class ContainerRecord:
             "created": self.created,
             "hostname": self.hostname,
             "link": self.link,
+            "layers": list(self.layers),
             "options": [k if v is None else f"{k}={v}" for k, v in self.options],
         }
 
@@ -185,7 +187,4 @@ class ContainerRecord:
             (k, v if sep else None) for k, sep, v in (o.partition("=") for o in data.get("options", []))
         )
         fields = {k: data[k] for k in ("id", "name", "image", "created", "hostname", "link")}
-        return cls(**fields, options=options)
-
-    def with_options(self, options) -> "ContainerRecord":
-        return replace(self, options=tuple(options))
+        return cls(**fields, layers=tuple(data.get("layers", ())), options=options)

@@ -100,7 +100,7 @@ def test_copy_up_whiteout_and_opaque(store, base, api):
 
 def test_plan_mount_and_mountinfo_agree(store, base, api):
     ctr = store.create_container("base", name="c")
-    plan = store.plan("c")
+    plan = store.plan("c", links=api is MountApi.CLASSIC)
     store.mount("c", api=api)
     (report,) = store.mounts(container="c")
     assert report["target"] == plan.target
