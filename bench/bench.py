@@ -7,12 +7,14 @@ status is 0 unless the benchmark itself breaks.
 
 What is measured:
 
-* floor: the raw overlay mount of N prepared directories (plus an upper and
-  a work dir), by classic mount(2) with short relative names and by the new
-  mount API (fsopen, one ``fsconfig lowerdir+`` per layer, fsmount,
-  move_mount); the floor is the one overlayctl uses on this kernel (the new
-  API where the kernel has ``lowerdir+``), mount(2) is printed beside it for
-  reference.  Only the mount call is timed; each sample is unmounted afterwards.
+* floor: the raw kernel mount of the same N layer directories overlayctl
+  mounts (the store's diff dirs of the N-layer image, plus an init dir, an
+  upper and a work dir), by the new mount API (fsopen, one ``fsconfig
+  lowerdir+`` per layer with the absolute path, fsmount, move_mount) and by
+  classic mount(2) with the store's short relative links; the floor is the
+  API overlayctl uses on this kernel (the new one where the kernel has
+  ``lowerdir+``), mount(2) is printed beside it for reference.  Only the
+  mount call is timed; each sample is unmounted afterwards.
 * api: ``LayerStore.mount`` / ``LayerStore.unmount`` of a container whose
   image has N layers (the container adds its init layer, so the mount has
   N + 1 lowers; N = 500 uses an image of 499 layers: 500 lowers, the
@@ -185,7 +187,7 @@ def bench_floor(results: Results, base: Path, store) -> None:
             os.close(read_fd)
             enter_private_namespace()
             child = Results()
-            _floor(child, base)
+            _floor(child, base, store)
             _plan_apply(child, store)
             os.write(write_fd, json.dumps({"rows": child.rows, "floor": child.floor}).encode())
             status = 0
@@ -215,42 +217,56 @@ def bench_floor(results: Results, base: Path, store) -> None:
     results.floor.update({int(n): t for n, t in found["floor"].items()})
 
 
-def _floor(results: Results, base: Path) -> None:
-    """Raw overlay mounts of N directories, both APIs; the floor is the one overlayctl uses."""
+def _floor(results: Results, base: Path, store) -> None:
+    """Raw overlay mounts of the same lower directories overlayctl mounts.
+
+    For each N: the N layer directories of the store's image (plus an init
+    directory, as a container has), an upper and a work dir, mounted by the
+    raw system calls with no overlayctl code in between: the new API with
+    the layers' absolute paths, and mount(2) with the store's short relative
+    links.  The floor is the API overlayctl uses on this kernel.
+    """
     from overlayctl.kernel import _libc
     from overlayctl.kernel.mount import MountApi, default_api
     from overlayctl.plan.options import DEFAULT_OPTIONS
+    from overlayctl.store.layers import layer_link
 
     work = base / "floor"
-    work.mkdir()
-    for i in range(max(FLOOR_NS)):
-        (work / str(i)).mkdir()
-        (work / str(i) / f"f{i}").write_text(f"{i}\n")
-    for sub in ("u", "w", "m"):
-        (work / sub).mkdir()
+    for sub in ("init", "u", "w", "m"):
+        (work / sub).mkdir(parents=True)
     # The same feature options overlayctl passes: compare like with like.
     options = [(k, v) for k, v in DEFAULT_OPTIONS]
     option_text = ",".join(k if v is None else f"{k}={v}" for k, v in options)
+    target = str(work / "m")
+
+    def layers_of(n: int) -> list[str]:
+        return store.image(image_for(n)[0]).layers[::-1]
 
     def classic(n: int) -> Callable[[], None]:
-        data = f"lowerdir={':'.join(str(i) for i in range(n))},upperdir=u,workdir=w,{option_text}"
+        links = [os.path.relpath(work / "init", store.layout.root)]
+        links += [f"l/{layer_link(layer)}" for layer in layers_of(n)]
+        data = f"lowerdir={':'.join(links)},upperdir={work}/u,workdir={work}/w,{option_text}"
+
+        if len(data) > 4095:
+            # mount(2) would silently cut the string at one page.
+            raise OSError(0, f"options take {len(data)} bytes, mount(2) takes one page (4095)")
 
         def run() -> None:
-            _libc.mount("overlay", "m", "overlay", 0, data)
+            _libc.mount("overlay", target, "overlay", 0, data)
 
         return run
 
     def new_api(n: int) -> Callable[[], None]:
-        names = [str(i) for i in range(n)]
+        paths = [str(work / "init")] + store.layout.diffs(layers_of(n))
 
         def run() -> None:
             fd = _libc.fsopen("overlay")
             try:
                 _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "source", "overlay")
-                for name in names:
-                    _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "lowerdir+", name)
-                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "upperdir", "u")
-                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "workdir", "w")
+                for path in paths:
+                    _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "lowerdir+", path)
+                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "upperdir", f"{work}/u")
+                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "workdir", f"{work}/w")
                 for key, value in options:
                     if value is None:
                         _libc.fsconfig(fd, _libc.FSCONFIG_SET_FLAG, key)
@@ -259,7 +275,7 @@ def _floor(results: Results, base: Path) -> None:
                 _libc.fsconfig(fd, _libc.FSCONFIG_CMD_CREATE)
                 mfd = _libc.fsmount(fd)
                 try:
-                    _libc.move_mount(mfd, "", _libc.AT_FDCWD, "m", _libc.MOVE_MOUNT_F_EMPTY_PATH)
+                    _libc.move_mount(mfd, "", _libc.AT_FDCWD, target, _libc.MOVE_MOUNT_F_EMPTY_PATH)
                 finally:
                     os.close(mfd)
             finally:
@@ -268,25 +284,31 @@ def _floor(results: Results, base: Path) -> None:
         return run
 
     def unmount() -> None:
-        _libc.umount2("m", 0)
+        _libc.umount2(target, 0)
 
-    header("floor: raw kernel overlay mount of N dirs + upper + work (mount call only)")
+    header("floor: raw kernel mount of the same N layer dirs + init + upper + work (mount call only)")
     cwd = os.getcwd()
-    os.chdir(work)
+    os.chdir(store.layout.root)  # the short links are relative to the store root
     try:
         for n in FLOOR_NS:
+            lowers = image_for(n)[1] + 1
             # Cheap and noisy: many samples, back to back (a pause between
             # samples makes every mount slower on this VM, not steadier).
-            t_classic = sample(classic(n), FLOOR_REPS, warmup=5, after=unmount)
             t_new = sample(new_api(n), FLOOR_REPS, warmup=5, after=unmount)
-            r1 = results.add("floor", "mount(2), short relative names", t_classic, n=n, lowers=n)
-            r2 = results.add("floor", "fsopen/lowerdir+/fsmount/move_mount", t_new, n=n, lowers=n)
+            r_new = results.add("floor", "fsopen/lowerdir+/fsmount/move_mount", t_new, n=n, lowers=lowers)
+            try:
+                t_classic = sample(classic(n), FLOOR_REPS, warmup=5, after=unmount)
+                r_classic = results.add("floor", "mount(2), short relative links", t_classic, n=n, lowers=lowers)
+            except OSError as exc:
+                r_classic = None
+                print(f"  {'mount(2), short relative links':34} {n:>4}  (not possible: {exc.strerror})", flush=True)
             # The floor is the kernel interface overlayctl itself uses (the new
             # API where the kernel has lowerdir+); mount(2) is shown beside it.
-            results.floor[n] = r2["median_s"] if default_api() is MountApi.NEW else r1["median_s"]
+            floor = r_new if default_api() is MountApi.NEW or r_classic is None else r_classic
+            results.floor[n] = floor["median_s"]
     finally:
         with contextlib.suppress(OSError):
-            _libc.umount2(str(work / "m"), _libc.MNT_DETACH)
+            _libc.umount2(target, _libc.MNT_DETACH)
         os.chdir(cwd)
 
 

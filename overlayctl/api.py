@@ -63,6 +63,7 @@ class LayerStore:
     def __init__(self, root: str | None = None, run_root: str | None = None) -> None:
         self.layout = StoreLayout.at(root, run_root)
         self.lock = StoreLock(self.layout.lock)
+        self._pin_dir_ready = False
 
     # -- housekeeping -------------------------------------------------------
 
@@ -382,12 +383,14 @@ class LayerStore:
             if state.mounted:
                 raise InUse(f"container {record.name} is already mounted ({state.mounted})")
             self._check_volatile(record)
-            plan = ctrs.build_plan(self.layout, record, links=api is kmount.MountApi.CLASSIC)
+            plan = ctrs.build_plan(self.layout, record, links=api is kmount.MountApi.CLASSIC, labels=False)
             if host:
                 kmount.apply(plan, api)
                 return ContainerState(record, "host", None)
             pin = self.layout.pin(record.id)
-            ns.prepare_pin_dir(self.layout.ns_dir)
+            if not self._pin_dir_ready:
+                ns.prepare_pin_dir(self.layout.ns_dir)
+                self._pin_dir_ready = True
             ns.run_in_new_namespace(pin, lambda: kmount.apply(plan, api))
             return ContainerState(record, "namespace", pin)
 
@@ -471,6 +474,9 @@ class LayerStore:
                 if not force:
                     raise InUse(f"container {record.name} is mounted", hint="unmount it first or use -f")
                 self.unmount(record.id)
+            from .kernel import ns
+
+            ns.remove_pin_file(self.layout.pin(record.id))
             ctrs.remove_container(self.layout, record)
         return record
 

@@ -49,7 +49,7 @@ def _cleanup_store(store) -> None:
     from overlayctl.kernel import ns
 
     for state in store.containers():
-        ns.drop_pin(store.layout.pin(state.record.id))
+        ns.remove_pin_file(store.layout.pin(state.record.id))
         while ns.is_mount_point(store.layout.merged(state.record.id)):
             kmount.unmount(store.layout.merged(state.record.id), detach=True)
     ns.release_pin_dir(store.layout.ns_dir)

@@ -87,7 +87,15 @@ def _apply_new(plan: MountPlan) -> None:
         raise _MountFailed(exc, "fsopen") from exc
     try:
         _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "source", "overlay")
-        for key, value in fsconfig_strings(plan):
+        calls = fsconfig_strings(plan)
+        try:
+            # The hot loop of a deep mount: one call per layer, nothing else.
+            set_string, fsconfig = _libc.FSCONFIG_SET_STRING, _libc.fsconfig
+            for key, value in calls[: len(plan.lowers)]:
+                fsconfig(fd, set_string, key, value)
+        except OSError as exc:
+            raise _MountFailed(exc, "fsconfig(lowerdir+)", _read_fs_context(fd)) from exc
+        for key, value in calls[len(plan.lowers) :]:
             _configure(fd, key, value)
         _configure(fd, None, None)
         try:

@@ -86,14 +86,10 @@ def run_in_new_namespace(pin: str, action: Callable[[], T]) -> T:
     never propagate to the host; the host's later unmounts still reach it
     (slave, not private), so it does not keep host filesystems busy.
     """
-    with open(pin, "ab"):
-        pass
-    try:
-        return _on_each_cpu(lambda: _make_and_pin(pin, action))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(pin)
-        raise
+    # The pin file stays between mounts (an empty file pins nothing), which
+    # saves creating it on every mount; remove_pin_file deletes it for good.
+    os.close(os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    return _on_each_cpu(lambda: _make_and_pin(pin, action))
 
 
 class _PinRefused(Exception):
@@ -168,10 +164,15 @@ def enter(pin: str) -> None:
 
 
 def drop_pin(pin: str) -> bool:
-    """Unpin and delete the pin file; the namespace dies with its last user."""
+    """Unpin: the namespace dies with its last user.  False if nothing was pinned."""
     pinned = is_pinned(pin)
     if pinned:
         _libc.umount2(pin, _libc.MNT_DETACH)
+    return pinned
+
+
+def remove_pin_file(pin: str) -> None:
+    """Unpin and delete the pin file (when its container goes)."""
+    drop_pin(pin)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(pin)
-    return pinned

@@ -142,24 +142,26 @@ def _host_resolv_conf() -> str:
         return ""
 
 
-def build_plan(layout: StoreLayout, record: ContainerRecord, *, links: bool = False) -> MountPlan:
+def build_plan(
+    layout: StoreLayout, record: ContainerRecord, *, links: bool = False, labels: bool = True
+) -> MountPlan:
     """The overlay for a container: init layer over the image layers (top first).
 
     Everything comes from the container's own record (its image's layers are
     copied there at create time), so planning reads one file.  ``links``
-    adds the short relative names that classic mount(2) needs.
+    adds the short relative names that classic mount(2) needs; ``labels``
+    names each lower for people (the mount itself does without).
     """
     layers = record.layers[::-1]
-    diff = layout.diff
     return MountPlan(
-        lowers=(layout.init(record.id), *(diff(layer) for layer in layers)),
+        lowers=(layout.init(record.id), *layout.diffs(layers)),
         upper=layout.upper(record.id),
         work=layout.work(record.id),
         target=layout.merged(record.id),
         options=merge_options(record.options),
         links=(f"l/{record.link}", *(f"l/{layer_link(layer)}" for layer in layers)) if links else None,
         link_base=layout.root if links else None,
-        labels=("init", *(f"layer {short_id(layer)}" for layer in layers)),
+        labels=("init", *[f"layer {short_id(layer)}" for layer in layers]) if labels else (),
     )
 
 

@@ -43,7 +43,7 @@ def short_link(key: str) -> str:
 
 
 def short_id(digest: str) -> str:
-    return digest.split(":", 1)[-1][:12]
+    return digest[7:19] if digest.startswith("sha256:") else digest[:12]
 
 
 def resolve_prefix(prefix: str, candidates: Iterable[str], kind: str) -> str:

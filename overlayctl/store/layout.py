@@ -27,7 +27,7 @@ DEFAULT_RUN_ROOT = "/run/overlayctl"
 
 
 def hex_of(digest: str) -> str:
-    return digest.split(":", 1)[-1]
+    return digest[7:] if digest.startswith("sha256:") else digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,11 @@ class StoreLayout:
 
     def diff(self, layer_id: str) -> str:
         return f"{self.root}/layers/{hex_of(layer_id)}/diff"
+
+    def diffs(self, layer_ids) -> list[str]:
+        """diff() of many layers at once (the hot path of planning a mount)."""
+        root = self.root
+        return [f"{root}/layers/{hex_of(i)}/diff" for i in layer_ids]
 
     def layer_json(self, layer_id: str) -> str:
         return f"{self.root}/layers/{hex_of(layer_id)}/layer.json"
