@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .errors import InUse, InvalidArgument, NotFound, StoreError
-from .plan.mountplan import MountPlan
+from .errors import InUse, InvalidArgument, NotFound, StoreError, TooManyLayers
+from .plan.mountplan import MAX_LOWER_LAYERS, MountPlan
 from .plan.options import check_layer_count, merge_options, parse_feature_options
 from .store import containers as ctrs
 from .store import images as imgs
@@ -63,7 +63,6 @@ class LayerStore:
     def __init__(self, root: str | None = None, run_root: str | None = None) -> None:
         self.layout = StoreLayout.at(root, run_root)
         self.lock = StoreLock(self.layout.lock)
-        self._pin_dir_ready = False
 
     # -- housekeeping -------------------------------------------------------
 
@@ -388,10 +387,12 @@ class LayerStore:
                 kmount.apply(plan, api)
                 return ContainerState(record, "host", None)
             pin = self.layout.pin(record.id)
-            if not self._pin_dir_ready:
-                ns.prepare_pin_dir(self.layout.ns_dir)
-                self._pin_dir_ready = True
-            ns.run_in_new_namespace(pin, lambda: kmount.apply(plan, api))
+            ns.prepare_pin_dir(self.layout.ns_dir)
+            try:
+                ns.run_in_new_namespace(pin, lambda: kmount.apply(plan, api))
+            except BaseException:
+                ns.release_pin_dir_if_unused(self.layout.ns_dir)
+                raise
             return ContainerState(record, "namespace", pin)
 
     def _check_volatile(self, record: ContainerRecord) -> None:
@@ -410,6 +411,9 @@ class LayerStore:
         record = ctrs.resolve_container(self.layout, ref)
         with self.lock:
             done = ns.drop_pin(self.layout.pin(record.id))
+            if done:
+                # The last pin gone: leave no bind mount of the pin dir behind.
+                ns.release_pin_dir_if_unused(self.layout.ns_dir)
             if ns.is_mount_point(self.layout.merged(record.id)):
                 done = kmount.unmount(self.layout.merged(record.id)) or done
             if done and any(k == "volatile" for k, _ in record.options):
@@ -457,6 +461,12 @@ class LayerStore:
         record = ctrs.resolve_container(self.layout, ref)
         ref_tag = parse_ref(tag) if tag else None
         base = imgs.load_image(self.layout, record.image)
+        if len(base.layers) + 2 > MAX_LOWER_LAYERS:
+            raise TooManyLayers(
+                f"committing would make an image of {len(base.layers) + 1} layers; with a container's "
+                f"init layer that is more than the kernel's {MAX_LOWER_LAYERS}",
+                hint="squash the image first",
+            )
         parent_layer = base.layers[-1] if base.layers else None
         layer = self.create_layer(self.layout.upper(record.id), parent=parent_layer, comment=message)
         history = base.history + [
@@ -468,14 +478,15 @@ class LayerStore:
         )
 
     def remove_container(self, ref: str, *, force: bool = False) -> ContainerRecord:
+        """Delete a container (refused while mounted unless force: then unmounted first)."""
+        from .kernel import ns
+
         record = ctrs.resolve_container(self.layout, ref)
         with self._mutation():
             if self._state(record).mounted:
                 if not force:
                     raise InUse(f"container {record.name} is mounted", hint="unmount it first or use -f")
                 self.unmount(record.id)
-            from .kernel import ns
-
             ns.remove_pin_file(self.layout.pin(record.id))
             ctrs.remove_container(self.layout, record)
         return record

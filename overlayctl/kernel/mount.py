@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import time
 
 from ..errors import KernelError, NotPermitted, OverlayUnsupported, TooManyLayers
 from ..plan.mountplan import MAX_LOWER_LAYERS, MountPlan
@@ -36,13 +37,16 @@ def apply(plan: MountPlan, api: MountApi | None = None) -> MountApi:
     Raises a KernelError subclass with a message a person can act on.
     """
     api = api or default_api()
+    started = time.clock_gettime(time.CLOCK_MONOTONIC)
     try:
         if api is MountApi.NEW:
             _apply_new(plan)
         else:
             _apply_classic(plan)
     except _MountFailed as failed:
-        raise translate_error(failed.error, plan, failed.call, failed.detail) from failed.error
+        # Most overlay errors reach only the kernel log, not the caller.
+        detail = failed.detail or recent_kernel_log(started)
+        raise translate_error(failed.error, plan, failed.call, detail) from failed.error
     return api
 
 
@@ -63,6 +67,37 @@ class _MountFailed(Exception):
         self.error = error
         self.call = call
         self.detail = detail
+
+
+def recent_kernel_log(since: float, word: str = "overlay") -> str:
+    """Kernel log lines mentioning word, logged since a CLOCK_MONOTONIC time.
+
+    /dev/kmsg records are "prio,seq,usec,flags;text"; usec is monotonic.
+    """
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    lines: list[str] = []
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overwritten while reading: go on
+                    continue
+                break
+            if not record:
+                break
+            header, _, text = record.decode(errors="replace").partition(";")
+            fields = header.split(",")
+            if len(fields) > 2 and int(fields[2]) / 1e6 >= since - 0.01 and word in text:
+                lines.append(text.split("\n", 1)[0].strip())
+    finally:
+        os.close(fd)
+    return "; ".join(dict.fromkeys(lines[-3:]))
 
 
 def _read_fs_context(fd: int) -> str:
@@ -170,9 +205,10 @@ def translate_error(exc: OSError, plan: MountPlan | None, call: str, detail: str
             return KernelError(missing, hint="the store may be damaged; see 'overlayctl info'", **kw)
         if "too many lower" in detail or len(plan.lowers) > MAX_LOWER_LAYERS:
             return TooManyLayers(f"{len(plan.lowers)} lower layers: the kernel stacks at most {MAX_LOWER_LAYERS}", **kw)
-    text = detail or os.strerror(code)
+    if detail:
+        return KernelError(f"the kernel refused the overlay mount ({call}): {detail}", **kw)
     return KernelError(
-        f"the kernel refused the overlay mount ({call}): {text}",
-        hint="the kernel log (dmesg) has the details",
+        f"the kernel refused the overlay mount ({call}): {os.strerror(code)}",
+        hint="the kernel log (dmesg) may have the details",
         **kw,
     )

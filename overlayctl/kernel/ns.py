@@ -50,6 +50,18 @@ def release_pin_dir(path: str) -> None:
         _libc.umount2(path, _libc.MNT_DETACH)
 
 
+def release_pin_dir_if_unused(path: str) -> bool:
+    """release_pin_dir when no namespace is pinned below path any more."""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return False
+    if any(is_pinned(f"{path}/{name}") for name in names):
+        return False
+    release_pin_dir(path)
+    return True
+
+
 def is_pinned(pin: str) -> bool:
     """True when a namespace is bind-mounted on the pin file."""
     try:

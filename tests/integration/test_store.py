@@ -214,3 +214,95 @@ def test_store_on_overlay_is_refused(tmp_path):
         assert "choose another --root" in caught.value.format()
     finally:
         kmount.unmount(str(tmp_path / "merged"))
+
+
+@pytest.mark.parametrize("name", ["dotdot", "absolute", "symlink-parent-absolute", "symlink-then-hardlink", "hardlink-dotdot", "hardlink-absolute", "forged-opaque"])
+def test_hostile_import_leaves_store_and_host_alone(store, rootfs, tmp_path, name):
+    """Through the store: refused, nothing outside the layer, nothing half-made inside."""
+    from overlayctl.errors import UnsafeArchive
+
+    from ..tarbuild import build_tar
+    from .test_archive import HOSTILE
+
+    store.import_image(str(rootfs), tag="base")
+    before = tree_snapshot(store.layout.root)
+    canary = tmp_path / "canary"
+    canary.write_text("canary\n")
+    tar = tmp_path / "hostile.tar"
+    tar.write_bytes(build_tar([("ok", "file", b"fine")] + HOSTILE[name](str(tmp_path))))
+    with pytest.raises(UnsafeArchive):
+        store.import_image(str(tar), tag="evil")
+    assert canary.read_text() == "canary\n" and not (tmp_path / "escape").exists()
+    after = tree_snapshot(store.layout.root)
+    strip = lambda snap: {k: v for k, v in snap.items() if not k.startswith("staging")}  # noqa: E731
+    assert strip(after) == strip(before) and os.listdir(store.layout.staging) == []
+    assert "evil:latest" not in store.tags()
+
+
+@pytest.mark.parametrize("api", ["new", "classic"])
+def test_store_root_with_comma_colon_backslash(tmp_path, rootfs, api):
+    """Paths holding , : and \\ are escaped on the way in and decoded on the way out."""
+    from overlayctl import LayerStore
+    from overlayctl.kernel.mount import MountApi
+
+    from ..conftest import _cleanup_store
+
+    store = LayerStore(root=str(tmp_path / "odd,dir:with\\chars" / "root"), run_root=str(tmp_path / "run"))
+    try:
+        store.import_image(str(rootfs), tag="base")
+        ctr = store.create_container("base", name="c")
+        store.mount("c", host=True, api=MountApi(api))
+        merged = store.layout.merged(ctr.id)
+        assert open(f"{merged}/etc/motd").read() == "welcome\n"
+        open(f"{merged}/new", "w").write("x")
+        assert os.path.exists(f"{store.layout.upper(ctr.id)}/new")
+        (report,) = [m for m in store.mounts() if m["target"] == merged]
+        assert report["upper"]["path"] == store.layout.upper(ctr.id)
+        assert report["work"]["store"] == {"kind": "work", "container": ctr.id, "name": "c"}
+        assert [e["store"]["kind"] for e in report["lowers"]] == ["init", "layer"]
+    finally:
+        _cleanup_store(store)
+
+
+def test_kernel_refusal_carries_the_kernels_text(store, rootfs):
+    from overlayctl.errors import KernelError
+
+    store.import_image(str(rootfs), tag="base")
+    store.create_container("base", name="c", options=["userxattr", "metacopy=on"])
+    with pytest.raises(KernelError) as caught:
+        store.mount("c", host=True)
+    assert "refused" in caught.value.message and caught.value.errno
+    assert "conflicting options" in caught.value.message  # the kernel log's own words
+    assert store.container("c").mounted is None
+
+
+def test_not_root_is_a_clear_error(tmp_path):
+    """As an unprivileged user, a mount fails with one line that says why."""
+    for d in ("a", "b", "t"):
+        (tmp_path / d).mkdir()
+    os.chmod(tmp_path, 0o755)
+    cmd = [
+        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+        sys.executable, "-m", "overlayctl", "--root", str(tmp_path / "root"),
+        "mount", "--lower", str(tmp_path / "a"), "--lower", str(tmp_path / "b"), str(tmp_path / "t"),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: ") and "root" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_commit_past_the_layer_limit_is_refused(store, tmp_path):
+    from overlayctl.errors import TooManyLayers
+
+    src = tmp_path / "src"
+    src.mkdir()
+    parent = None
+    for i in range(499):
+        (src / "f").write_text(str(i))
+        parent = store.create_layer(str(src), parent=parent).id
+    store.create_image(parent, tag="deep")
+    store.create_container("deep", name="c")  # 499 layers + init = 500 lowers
+    with pytest.raises(TooManyLayers, match="500 layers"):
+        store.commit("c")
