@@ -13,7 +13,11 @@
     <root>/staging/<pid>-<random>/         half-built objects; swept when their pid is gone
     <root>/store.json                      format version and the backing filesystem probe
     <root>/lock                            flock for mutations
+    <root>/containers/<id>/state.json      run state (created, running, exited, exit code)
+    <root>/containers/<id>/container.log   output of a detached container
+    <root>/network.json                    bridge name, subnet, addresses handed out
     <run-root>/ns/<container-id>           pinned mount namespace
+    <run-root>/netns/<container-id>        pinned network namespace of a running container
     <run-root>/empty/                      empty bottom layer for one-lower read-only unions
 """
 
@@ -97,6 +101,14 @@ class StoreLayout:
     def container_json(self, container_id: str) -> str:
         return f"{self.root}/containers/{container_id}/container.json"
 
+    def state_json(self, container_id: str) -> str:
+        """Run state: created/running/exited, pids, exit code, OOM (the monitor writes it)."""
+        return f"{self.root}/containers/{container_id}/state.json"
+
+    def log(self, container_id: str) -> str:
+        """Output of a detached container."""
+        return f"{self.root}/containers/{container_id}/container.log"
+
     def init(self, container_id: str) -> str:
         return f"{self.root}/containers/{container_id}/init"
 
@@ -122,6 +134,11 @@ class StoreLayout:
     def store_json(self) -> str:
         return f"{self.root}/store.json"
 
+    @property
+    def network_json(self) -> str:
+        """Bridge name, subnet and the addresses handed out."""
+        return f"{self.root}/network.json"
+
     # run root
     @property
     def ns_dir(self) -> str:
@@ -129,6 +146,14 @@ class StoreLayout:
 
     def pin(self, container_id: str) -> str:
         return f"{self.run_root}/ns/{container_id}"
+
+    @property
+    def netns_dir(self) -> str:
+        return f"{self.run_root}/netns"
+
+    def netns_pin(self, container_id: str) -> str:
+        """Pinned network namespace of a running container (like ip netns)."""
+        return f"{self.run_root}/netns/{container_id}"
 
     @property
     def empty(self) -> str:

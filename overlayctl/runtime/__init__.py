@@ -1,0 +1,1 @@
+"""Running containers: namespaces, root filesystem, PID 1, cgroups, networking."""
