@@ -23,7 +23,7 @@ import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .errors import InUse, InvalidArgument, NotFound, StoreError, TooManyLayers
 from .plan.mountplan import MAX_LOWER_LAYERS, MountPlan
@@ -37,6 +37,10 @@ from .store.ids import short_id
 from .store.layout import StoreLayout
 from .store.lock import StoreLock
 from .store.records import ContainerRecord, ImageRecord, LayerRecord, dump_json, load_json, parse_ref
+from .store.state import RunState, read_state
+
+if TYPE_CHECKING:
+    from .runtime.spec import RunSpec
 
 STORE_FORMAT = 1
 
@@ -46,9 +50,19 @@ class ContainerState:
     record: ContainerRecord
     mounted: str | None  # "namespace", "host" or None
     pin: str | None
+    run: RunState = RunState()
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.record.to_json(), "mounted": self.mounted, "pin": self.pin}
+        return {
+            **self.record.to_json(),
+            "mounted": self.mounted,
+            "pin": self.pin,
+            "state": self.run.status,
+            "pid": self.run.pid,
+            "exit_code": self.run.exit_code,
+            "oom_killed": self.run.oom_killed,
+            "run": self.run.to_json(),
+        }
 
 
 class LayerStore:
@@ -325,6 +339,7 @@ class LayerStore:
     # -- containers ---------------------------------------------------------
 
     def containers(self) -> list[ContainerState]:
+        self.reap()
         return [self._state(r) for r in ctrs.list_containers(self.layout)]
 
     def container(self, ref: str) -> ContainerState:
@@ -334,11 +349,12 @@ class LayerStore:
         from .kernel import ns
 
         pin = self.layout.pin(record.id)
+        run = read_state(self.layout, record.id)
         if ns.is_pinned(pin):
-            return ContainerState(record, "namespace", pin)
+            return ContainerState(record, "namespace", pin, run)
         if ns.is_mount_point(self.layout.merged(record.id)):
-            return ContainerState(record, "host", None)
-        return ContainerState(record, None, None)
+            return ContainerState(record, "host", None, run)
+        return ContainerState(record, None, None, run)
 
     def create_container(
         self,
@@ -347,16 +363,46 @@ class LayerStore:
         name: str | None = None,
         options: Iterable[str] = (),
         hostname: str | None = None,
+        spec: RunSpec | None = None,
     ) -> ContainerRecord:
-        """A container from an image: init layer, empty upper and work."""
+        """A container from an image: init layer, empty upper and work.
+
+        ``spec`` says how it runs; by default the image's Entrypoint, Cmd,
+        Env, WorkingDir and User, with no network.
+        """
+        from .runtime.spec import RunSpec, build_spec
         from .store.records import check_container_name
 
         if name is not None:
             check_container_name(name)
         requested = parse_feature_options(options)
         record = self.image(image)
+        if spec is None:
+            runtime = record.runtime
+            spec = build_spec(runtime) if runtime.get("Cmd") or runtime.get("Entrypoint") else RunSpec()
+        address = None
+        if spec.network == "bridge":
+            from .store.network import allocate_address
+
+            address = lambda container_id: allocate_address(self.layout, self.lock, container_id)  # noqa: E731
         with self._mutation():
-            return ctrs.create_container(self.layout, record, name=name, options=requested, hostname=hostname)
+            try:
+                return ctrs.create_container(
+                    self.layout, record, name=name, options=requested, hostname=hostname, spec=spec.to_json(), address=address
+                )
+            except BaseException:
+                if address is not None:
+                    self._release_address_of_missing()
+                raise
+
+    def _release_address_of_missing(self) -> None:
+        """Give back bridge addresses held for containers that do not exist."""
+        from .store.network import load_network, release_address
+
+        _, addresses = load_network(self.layout)
+        existing = set(ctrs.container_ids(self.layout))
+        for owner in set(addresses.values()) - existing:
+            release_address(self.layout, self.lock, owner)
 
     def plan(self, ref: str, *, links: bool = False) -> MountPlan:
         """The container's overlay as plain data; mounts nothing.
@@ -481,15 +527,140 @@ class LayerStore:
         """Delete a container (refused while mounted unless force: then unmounted first)."""
         from .kernel import ns
 
+        self.reap()
         record = ctrs.resolve_container(self.layout, ref)
+        if read_state(self.layout, record.id).status == "running":
+            if not force:
+                raise InUse(f"container {record.name} is running", hint="stop it first or use -f")
+            self._monitor().stop(self.layout, self.lock, record, timeout=0)
         with self._mutation():
             if self._state(record).mounted:
                 if not force:
                     raise InUse(f"container {record.name} is mounted", hint="unmount it first or use -f")
                 self.unmount(record.id)
             ns.remove_pin_file(self.layout.pin(record.id))
+            if record.address:
+                from .store.network import release_address
+
+                release_address(self.layout, self.lock, record.id)
             ctrs.remove_container(self.layout, record)
         return record
+
+    # -- running ------------------------------------------------------------
+
+    def create_for_run(
+        self,
+        image: str,
+        command: Sequence[str] = (),
+        *,
+        name: str | None = None,
+        hostname: str | None = None,
+        env: Sequence[str] = (),
+        workdir: str | None = None,
+        user: str | None = None,
+        volumes: Sequence[str] = (),
+        network: str = "none",
+        memory: str | None = None,
+        pids_limit: int | str | None = None,
+        cpus: str | None = None,
+        interactive: bool = False,
+        remove: bool = False,
+    ) -> ContainerRecord:
+        """A container with everything ``run`` needs: its command, env, limits, network."""
+        from .runtime.cgroups import Limits
+        from .runtime.spec import build_spec
+
+        self.reap()
+        limits = Limits.parse(memory, pids_limit, cpus)
+        spec = build_spec(
+            self.image(image).runtime,
+            command=command,
+            env=env,
+            workdir=workdir,
+            user=user,
+            volumes=volumes,
+            network=network,
+            limits=limits.to_json() if limits != Limits(None, None, None) else {},
+            interactive=interactive,
+            auto_remove=remove,
+        )
+        for volume in spec.volumes:
+            if not os.path.exists(volume.source):
+                raise NotFound(f"volume source {volume.source} does not exist")
+        return self.create_container(image, name=name, hostname=hostname, spec=spec)
+
+    def run(self, image: str, command: Sequence[str] = (), **options: Any) -> int:
+        """Create a container and run it in the foreground; returns its exit code.
+
+        Takes the keyword options of ``create_for_run``.
+        """
+        record = self.create_for_run(image, command, **options)
+        return self.start(record.id, attach=True)
+
+    def _monitor(self):
+        from .runtime import monitor
+
+        return monitor
+
+    def start(self, ref: str, *, attach: bool = False) -> int:
+        """Start a container.
+
+        In the background (the default): returns its PID 1 once its command
+        runs.  With ``attach``: in the foreground, returning its exit code.
+        """
+        from .runtime import daemon
+
+        self.reap()
+        record = ctrs.resolve_container(self.layout, ref)
+        if not record.spec.get("argv"):
+            raise InvalidArgument(f"container {record.name} has no command", hint="create it with 'overlayctl run'")
+        if attach:
+            return self._monitor().run(self.layout, self.lock, record)
+        return daemon.start_detached(self.layout, self.lock, record)
+
+    def stop(self, ref: str, *, timeout: float = 10.0) -> bool:
+        """SIGTERM, then SIGKILL after timeout; False if it was not running."""
+        record = ctrs.resolve_container(self.layout, ref)
+        return self._monitor().stop(self.layout, self.lock, record, timeout)
+
+    def exec(self, ref: str, command: Sequence[str], *, interactive: bool = False) -> int:
+        """Run command inside a running container (all its namespaces and its root)."""
+        from .runtime import enter
+
+        state = self.container(ref)
+        if state.run.status != "running" or not state.run.pid:
+            raise InvalidArgument(f"container {state.record.name} is not running", hint=f"overlayctl start {state.record.name}")
+        return enter.exec_in(state.record, state.run, list(command), interactive=interactive)
+
+    def logs(self, ref: str) -> str:
+        """The path of a detached container's output."""
+        record = ctrs.resolve_container(self.layout, ref)
+        return self.layout.log(record.id)
+
+    def network(self) -> dict[str, Any]:
+        """The bridge network: name, subnet, gateway, and addresses by container."""
+        from .store.network import load_network
+
+        config, addresses = load_network(self.layout)
+        names = {r.id: r.name for r in ctrs.list_containers(self.layout)}
+        return {
+            "bridge": config.bridge,
+            "subnet": config.subnet,
+            "gateway": str(config.gateway),
+            "addresses": {a: names.get(cid, cid) for a, cid in addresses.items()},
+        }
+
+    def configure_network(self, *, bridge: str | None = None, subnet: str | None = None) -> None:
+        from .store.network import configure_network
+
+        with self._mutation():
+            configure_network(self.layout, self.lock, bridge=bridge, subnet=subnet)
+
+    def reap(self) -> list[str]:
+        """Clean up after containers whose overlayctl monitor died."""
+        if not os.path.isdir(self.layout.containers):
+            return []
+        return self._monitor().reap_stale(self.layout, self.lock)
 
     # -- plain unions and inspection ---------------------------------------
 

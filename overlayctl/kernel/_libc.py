@@ -222,3 +222,12 @@ def mount_id(path: str) -> int:
     buf = ctypes.create_string_buffer(256)
     _statx(AT_FDCWD, _b(path), _AT_SYMLINK_NOFOLLOW, _STATX_MNT_ID, buf)
     return int.from_bytes(buf.raw[_STX_MNT_ID_OFFSET : _STX_MNT_ID_OFFSET + 8], "little")
+
+
+_prctl = _bind("prctl", ctypes.c_int, [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong])
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def prctl(option: int, arg2: int = 0) -> None:
+    _prctl(option, arg2, 0, 0, 0)

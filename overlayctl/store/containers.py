@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from dataclasses import replace
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound
 from ..plan.mountplan import MountPlan
@@ -21,7 +22,7 @@ fe00::0\tip6-localnet
 ff00::0\tip6-mcastprefix
 ff02::1\tip6-allnodes
 ff02::2\tip6-allrouters
-127.0.1.1\t{hostname}
+{address}\t{hostname}
 """
 
 
@@ -65,8 +66,14 @@ def create_container(
     name: str | None,
     options: tuple = (),
     hostname: str | None = None,
+    spec: dict | None = None,
+    address=None,
 ) -> ContainerRecord:
-    """Make a container's directories and record (call under the store lock)."""
+    """Make a container's directories and record (call under the store lock).
+
+    ``address`` is called with the new container ID and returns its bridge
+    address (or None); it is written into the init layer's /etc/hosts.
+    """
     check_layer_count(len(image.diff_ids) + 1)
     container_id = secrets.token_hex(32)
     name = name or f"c-{container_id[:10]}"
@@ -79,12 +86,15 @@ def create_container(
         link=short_link(f"{container_id}/init"),
         layers=tuple(image.layers),
         options=tuple(options),
+        spec=dict(spec or {}),
     )
     staged = new_staging(layout.staging)
     try:
+        if address is not None:
+            record = replace(record, address=address(container_id))
         for sub in ("init", "upper", "work", "merged"):
             os.mkdir(f"{staged}/{sub}", 0o755)
-        write_init_layer(f"{staged}/init", record.hostname)
+        write_init_layer(f"{staged}/init", record.hostname, record.address)
         write_atomic(f"{staged}/container.json", dump_json(record.to_json()))
         claim_name(layout, name, container_id)
         os.makedirs(layout.links, exist_ok=True)
@@ -116,7 +126,7 @@ def claim_name(layout: StoreLayout, name: str, container_id: str) -> None:
         os.symlink(f"../containers/{container_id}", layout.name_link(name))
 
 
-def write_init_layer(init: str, hostname: str) -> None:
+def write_init_layer(init: str, hostname: str, address: str | None = None) -> None:
     """The files every container gets between its image and its upper.
 
     Like Docker's "-init" layer: they shadow the image's copies, so the
@@ -125,7 +135,7 @@ def write_init_layer(init: str, hostname: str) -> None:
     os.mkdir(f"{init}/etc", 0o755)
     files = {
         "hostname": f"{hostname}\n",
-        "hosts": HOSTS_TEMPLATE.format(hostname=hostname),
+        "hosts": HOSTS_TEMPLATE.format(hostname=hostname, address=address.split("/")[0] if address else "127.0.1.1"),
         "resolv.conf": _host_resolv_conf(),
     }
     for name, text in files.items():

@@ -168,6 +168,8 @@ class ContainerRecord:
     link: str  # short link name of the init layer
     layers: tuple[str, ...] = ()  # the image's layer IDs, bottom to top
     options: tuple[tuple[str, str | None], ...] = ()
+    spec: dict[str, Any] = field(default_factory=dict, compare=False)  # how it runs (RunSpec)
+    address: str | None = None  # its address on the bridge network
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -179,6 +181,8 @@ class ContainerRecord:
             "link": self.link,
             "layers": list(self.layers),
             "options": [k if v is None else f"{k}={v}" for k, v in self.options],
+            "spec": self.spec,
+            "address": self.address,
         }
 
     @classmethod
@@ -187,4 +191,10 @@ class ContainerRecord:
             (k, v if sep else None) for k, sep, v in (o.partition("=") for o in data.get("options", []))
         )
         fields = {k: data[k] for k in ("id", "name", "image", "created", "hostname", "link")}
-        return cls(**fields, layers=tuple(data.get("layers", ())), options=options)
+        return cls(
+            **fields,
+            layers=tuple(data.get("layers", ())),
+            options=options,
+            spec=data.get("spec") or {},
+            address=data.get("address"),
+        )

@@ -1,0 +1,139 @@
+"""overlayctl run / start / stop / exec / ps / logs: running containers."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ._output import json_option, print_json, print_table, short, store_from, when
+
+_COMMAND = click.argument("command", nargs=-1, type=click.UNPROCESSED)
+
+
+def _strip_dashes(command: tuple[str, ...]) -> tuple[str, ...]:
+    """IMAGE -- CMD: options stop at IMAGE, so a "--" after it arrives as an argument."""
+    return command[1:] if command[:1] == ("--",) else command
+
+
+@click.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
+@click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the name.")
+@click.option("--name", help="A unique name.")
+@click.option("--hostname", help="The container's hostname (default: its ID prefix).")
+@click.option("-e", "--env", multiple=True, help="Set KEY=VALUE (repeatable).")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("-u", "--user", help="UID[:GID] or NAME[:GROUP] to run as.")
+@click.option("-v", "--volume", "volumes", multiple=True, help="Bind mount HOST:CONTAINER[:ro] (repeatable).")
+@click.option("--network", type=click.Choice(["none", "host", "bridge"]), default="none", show_default=True)
+@click.option("-m", "--memory", help="Memory limit, e.g. 64m, 1g.")
+@click.option("--pids-limit", type=int, help="Maximum number of processes.")
+@click.option("--cpus", help="CPU quota, e.g. 0.5.")
+@click.option("-i", "--interactive", is_flag=True, help="Pass stdin through.")
+@click.argument("image")
+@_COMMAND
+@click.pass_context
+def run(ctx, image: str, command: tuple[str, ...], **options) -> None:
+    """Run COMMAND (default: the image's Entrypoint and Cmd) in a new container.
+
+    The command runs with the overlay as its root, in its own mount, PID,
+    UTS, IPC and network namespaces. Its exit code is overlayctl's.
+
+    \b
+    Example:
+      overlayctl run --rm busybox -- echo hi
+      overlayctl run --rm --memory 64m --network bridge busybox -- ip addr
+    """
+    store = store_from(ctx)
+    detach = options.pop("detach")
+    record = store.create_for_run(image, _strip_dashes(command), **options)
+    if detach:
+        store.start(record.id)
+        click.echo(record.name)
+        return
+    sys.exit(store.start(record.id, attach=True))
+
+
+@click.command()
+@click.argument("ref")
+@click.pass_context
+def start(ctx, ref: str) -> None:
+    """Start a container in the background; its output goes to 'overlayctl logs'.
+
+    \b
+    Example:
+      overlayctl start web
+    """
+    store_from(ctx).start(ref)
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=float, default=10.0, show_default=True, help="Seconds before SIGKILL.")
+@click.argument("ref")
+@click.pass_context
+def stop(ctx, ref: str, timeout: float) -> None:
+    """Stop a running container: SIGTERM, then SIGKILL after --time seconds.
+
+    \b
+    Example:
+      overlayctl stop -t 2 web
+    """
+    if not store_from(ctx).stop(ref, timeout=timeout):
+        click.echo(f"{ref} was not running", err=True)
+
+
+@click.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="Pass stdin through.")
+@click.argument("ref")
+@_COMMAND
+@click.pass_context
+def exec_(ctx, ref: str, command: tuple[str, ...], interactive: bool) -> None:
+    """Run COMMAND inside a running container (its namespaces, cgroup and root).
+
+    \b
+    Example:
+      overlayctl exec web -- ps
+    """
+    sys.exit(store_from(ctx).exec(ref, _strip_dashes(command), interactive=interactive))
+
+
+@click.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show all containers, not only running ones.")
+@json_option
+@click.pass_context
+def ps(ctx, show_all: bool, as_json: bool) -> None:
+    """List running containers (-a: all) with state and PID.
+
+    \b
+    Example:
+      overlayctl ps -a
+    """
+    store = store_from(ctx)
+    states = [s for s in store.containers() if show_all or s.run.status == "running"]
+    if as_json:
+        return print_json([s.to_json() for s in states])
+    rows = []
+    for s in states:
+        tags = store.tags(s.record.image)
+        command = " ".join(s.record.spec.get("argv", []))
+        rows.append((s.record.name, short(s.record.id), tags[0] if tags else short(s.record.image), command[:30], s.run.describe(), s.run.pid or "", when(s.record.created)))
+    print_table(["NAME", "ID", "IMAGE", "COMMAND", "STATE", "PID", "CREATED"], rows)
+
+
+@click.command()
+@click.argument("ref")
+@click.pass_context
+def logs(ctx, ref: str) -> None:
+    """Print the output of a detached container.
+
+    \b
+    Example:
+      overlayctl logs web
+    """
+    path = store_from(ctx).logs(ref)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(65536):
+                sys.stdout.buffer.write(chunk)
+    except FileNotFoundError:
+        pass
