@@ -1,0 +1,296 @@
+"""Running containers for real: namespaces, pivot_root, PID 1, limits, networks."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def ctl(busybox):
+    """Run the overlayctl CLI as a real process against the test store.
+
+    (busybox 1.35 wget crashes with -T: the tests use plain wget.)
+    """
+    store = busybox
+
+    def run(*args: str, check: bool = True, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "overlayctl", "--root", store.layout.root, "--run-root", store.layout.run_root, *args]
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{args} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    run.store = store
+    try:
+        yield run
+    finally:
+        # Stop whatever a failed test left running, then let the store fixture unmount.
+        for state in store.containers():
+            if state.run.status == "running":
+                store.stop(state.record.id, timeout=0)
+
+
+def leftovers(store, container_id: str) -> list[str]:
+    """Everything a container may leave on the host, that is still there."""
+    found = []
+    for path in (store.layout.netns_pin(container_id), store.layout.pin(container_id)):
+        if os.path.exists(path):
+            found.append(path)
+    for controller in ("memory", "pids", "cpu", "freezer", "unified"):
+        path = f"/sys/fs/cgroup/{controller}/overlayctl/{container_id}"
+        if os.path.exists(path):
+            found.append(path)
+    if os.path.exists(f"/sys/class/net/veth{container_id[:8]}"):
+        found.append(f"veth{container_id[:8]}")
+    return found
+
+
+def test_echo_and_exit_codes(ctl):
+    assert ctl("run", "--rm", "busybox", "--", "echo", "hi").stdout == "hi\n"
+    for code in (0, 1, 42):
+        result = ctl("run", "--rm", "busybox", "--", "sh", "-c", f"exit {code}", check=False)
+        assert result.returncode == code
+    assert ctl.store.containers() == []
+
+
+def cgroup_dirs() -> set[str]:
+    base = "/sys/fs/cgroup/memory/overlayctl"
+    return {d for d in os.listdir(base) if os.path.isdir(f"{base}/{d}")} if os.path.isdir(base) else set()
+
+
+def test_rm_leaves_nothing(ctl):
+    before = cgroup_dirs()
+    ctl("run", "--rm", "--name", "gone", "--memory", "64m", "busybox", "--", "true")
+    assert ctl.store.containers() == []
+    assert not os.listdir(ctl.store.layout.containers)
+    assert cgroup_dirs() == before
+    for pins in (ctl.store.layout.netns_dir, ctl.store.layout.ns_dir):
+        assert not os.path.exists(pins) or os.listdir(pins) == []
+
+
+def test_hostname_hosts_and_init_layer(ctl):
+    out = ctl("run", "--rm", "--hostname", "box1", "busybox", "--", "sh", "-c", "hostname; cat /etc/hostname; grep box1 /etc/hosts").stdout
+    assert out.splitlines() == ["box1", "box1", "127.0.1.1\tbox1"]
+
+
+def test_processes_are_the_containers_own(ctl):
+    out = ctl("run", "--rm", "busybox", "--", "sh", "-c", "ls -d /proc/[0-9]*; cat /proc/1/status | grep ^NSpid").stdout
+    pids = [line.rsplit("/", 1)[1] for line in out.splitlines() if line.startswith("/proc/")]
+    assert "1" in pids and len(pids) <= 4  # init, sh, ls (and nothing of the host)
+    nspid = [line for line in out.splitlines() if line.startswith("NSpid")][0].split()
+    assert nspid[-1] == "1"  # the container's PID 1 is a process of its own namespace
+
+
+def test_network_none_has_only_loopback_up(ctl):
+    out = ctl("run", "--rm", "busybox", "--", "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags; ip link").stdout
+    lines = out.splitlines()
+    assert lines[0] == "lo" and int(lines[1], 16) & 1  # IFF_UP
+    assert "eth0" not in out and "LOWER_UP" in out
+
+
+def test_writes_land_in_the_upper_only(ctl):
+    ctl("run", "--name", "w", "busybox", "--", "sh", "-c", "echo changed > /etc/motd; echo new > /root/new")
+    store = ctl.store
+    record = store.container("w").record
+    lower = store.layout.diff(store.image("busybox").layers[0])
+    assert open(f"{lower}/etc/motd").read() == "from the image\n"
+    assert open(f"{store.layout.upper(record.id)}/etc/motd").read() == "changed\n"
+    changes = {(c.kind, c.path) for c in store.diff("w")}
+    assert ("C", "/etc/motd") in changes and ("A", "/root/new") in changes
+    # The exited container's upper can be committed, as in Docker.
+    ctl("container", "commit", "w", "busybox:changed")
+    assert ctl("run", "--rm", "busybox:changed", "--", "cat", "/root/new").stdout == "new\n"
+    assert ctl("run", "--rm", "busybox", "--", "cat", "/etc/motd").stdout == "from the image\n"
+    ctl("rm", "w")
+
+
+def test_two_containers_at_once_see_their_own_writes(ctl):
+    ctl("run", "-d", "--name", "a", "busybox", "--", "sh", "-c", "echo a > /mine; sleep 30")
+    ctl("run", "-d", "--name", "b", "busybox", "--", "sh", "-c", "echo b > /mine; sleep 30")
+    time.sleep(0.3)
+    assert ctl("exec", "a", "--", "cat", "/mine").stdout == "a\n"
+    assert ctl("exec", "b", "--", "cat", "/mine").stdout == "b\n"
+    ctl("stop", "-t", "0", "a")
+    ctl("stop", "-t", "0", "b")
+    ctl("rm", "a", "b")
+
+
+def test_volumes(ctl, tmp_path):
+    (tmp_path / "vol").mkdir()
+    (tmp_path / "vol" / "in").write_text("from host\n")
+    out = ctl("run", "--rm", "-v", f"{tmp_path}/vol:/data", "busybox", "--", "sh", "-c", "cat /data/in; echo back > /data/out").stdout
+    assert out == "from host\n" and (tmp_path / "vol" / "out").read_text() == "back\n"
+    result = ctl("run", "--rm", "-v", f"{tmp_path}/vol:/data:ro", "busybox", "--", "sh", "-c", "echo x > /data/x", check=False)
+    assert result.returncode != 0 and "Read-only file system" in result.stderr
+    assert not (tmp_path / "vol" / "x").exists()
+
+
+def test_env_workdir_user(ctl):
+    out = ctl("run", "--rm", "-e", "FOO=bar", "-w", "/srv/app", "-u", "65534:65534", "busybox", "--",
+              "sh", "-c", "echo $FOO; pwd; id -u; id -g").stdout
+    assert out.splitlines() == ["bar", "/srv/app", "65534", "65534"]
+    assert ctl("run", "--rm", "-u", "nobody", "busybox", "--", "id", "-un").stdout == "nobody\n"
+
+
+def test_memory_limit_is_enforced_and_reported(ctl):
+    result = ctl("run", "--name", "hog", "--memory", "32m", "busybox", "--", "sh", "-c",
+                 "head -c 200000000 /dev/zero | tr '\\0' a | sort > /dev/null", check=False)
+    assert result.returncode == 137
+    info = json.loads(ctl("container", "inspect", "hog", "--json").stdout)
+    assert info["oom_killed"] is True and info["exit_code"] == 137
+    assert info["run"]["cgroup"]["limits"]["memory"] == 32 * 1024 * 1024
+    record_id = info["id"]
+    ctl("rm", "hog")
+    assert leftovers(ctl.store, record_id) == []
+
+
+def test_pids_limit_stops_a_fork_bomb(ctl):
+    result = ctl("run", "--rm", "--pids-limit", "16", "busybox", "--", "sh", "-c",
+                 "n=0; while [ $n -lt 100 ]; do sleep 5 & n=$((n+1)); done 2>/dev/null; echo done", check=False, timeout=60)
+    assert "can't fork" in result.stderr or result.returncode != 0
+
+
+def test_detached_exec_stop_and_nothing_left(ctl):
+    assert ctl("run", "-d", "--name", "bg", "busybox", "--", "sh", "-c",
+               "echo started; trap 'echo stopping; exit 3' TERM; while true; do sleep 0.1; done").stdout == "bg\n"
+    ps = json.loads(ctl("ps", "--json").stdout)
+    assert ps[0]["name"] == "bg" and ps[0]["state"] == "running" and ps[0]["pid"] > 1
+    assert "sh -c" in ctl("exec", "bg", "--", "ps").stdout
+    assert ctl("exec", "bg", "--", "sh", "-c", "exit 5", check=False).returncode == 5
+    record_id = ps[0]["id"]
+    ctl("stop", "-t", "5", "bg")
+    state = json.loads(ctl("ps", "-a", "--json").stdout)[0]
+    assert state["state"] == "exited" and state["exit_code"] == 3
+    assert ctl("logs", "bg").stdout == "started\nstopping\n"
+    assert leftovers(ctl.store, record_id) == []
+    ctl("rm", "bg")
+
+
+def test_sigterm_reaches_the_container(ctl):
+    cmd = [sys.executable, "-m", "overlayctl", "--root", ctl.store.layout.root, "--run-root", ctl.store.layout.run_root,
+           "run", "--rm", "busybox", "--", "sh", "-c", "trap 'echo got TERM; exit 9' TERM; echo ready; while true; do sleep 0.1; done"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert out == "got TERM\n" and proc.returncode == 9
+
+
+def test_stdin_passes_through_with_i(ctl):
+    assert ctl("run", "--rm", "-i", "busybox", "--", "tr", "a-z", "A-Z", input="shout\n", stdin=None).stdout == "SHOUT\n"
+    assert ctl("run", "--rm", "busybox", "--", "cat").stdout == ""  # without -i: /dev/null
+
+
+def test_killed_overlayctl_leaves_no_leak(ctl):
+    """SIGKILL of the monitor takes the container with it; the next command cleans up."""
+    store = ctl.store
+    cmd = [sys.executable, "-m", "overlayctl", "--root", store.layout.root, "--run-root", store.layout.run_root,
+           "run", "--name", "victim", "--memory", "64m", "busybox", "--", "sh", "-c", "echo ready; sleep 60"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        state = store.container("victim").run
+        pid1 = state.pid
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{pid1}") and time.time() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid1}")  # PR_SET_PDEATHSIG took PID 1 down
+    record_id = store.container("victim").record.id
+    listed = json.loads(ctl("ps", "-a", "--json").stdout)  # any command reaps
+    assert listed[0]["state"] == "exited" and "monitor died" in listed[0]["run"]["error"]
+    assert leftovers(store, record_id) == []
+    ctl("rm", "victim")
+
+
+def test_clear_errors(ctl, tmp_path):
+    cases = [
+        (["run", "--rm", "nosuchimage", "--", "true"], 1, "no such image: nosuchimage"),
+        (["run", "--rm", "busybox", "--", "/no/such/cmd"], 127, "command not found in the container: /no/such/cmd"),
+        (["run", "--rm", "busybox", "--", "nosuchcmd"], 127, "searched PATH=/usr/local/sbin"),
+        (["run", "--rm", "-v", f"{tmp_path}/missing:/data", "busybox", "--", "true"], 1, "volume source"),
+        (["run", "--rm", "--memory", "1k", "busybox", "--", "true"], 2, "--memory"),
+    ]
+    for args, code, message in cases:
+        result = ctl(*args, check=False)
+        assert result.returncode == code, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    ctl("run", "--name", "taken", "busybox", "--", "true")
+    result = ctl("run", "--name", "taken", "busybox", "--", "true", check=False)
+    assert result.returncode == 1 and "already taken" in result.stderr
+    assert ctl.store.containers()[0].record.name == "taken" and len(ctl.store.containers()) == 1
+    ctl("rm", "taken")
+
+
+def test_not_root_is_refused_clearly(ctl):
+    os.chmod(ctl.store.layout.root, 0o755)
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+           sys.executable, "-m", "overlayctl", "--root", ctl.store.layout.root, "--run-root", ctl.store.layout.run_root,
+           "run", "--rm", "busybox", "--", "true"]
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1 and result.stderr.startswith("error:") and "root" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def bridge(ctl):
+    """A bridge network of this test's own: a fresh name and subnet."""
+    name = "ovt" + secrets.token_hex(3)
+    subnet = f"10.214.{secrets.randbelow(200) + 20}.0/24"
+    ctl("network", "set", "--bridge", name, "--subnet", subnet)
+    try:
+        yield name, subnet
+    finally:
+        if os.path.exists(f"/sys/class/net/{name}"):
+            subprocess.run(["ip", "link", "del", name], check=False)
+
+
+def test_bridge_containers_talk(ctl, bridge):
+    name, subnet = bridge
+    ctl("run", "-d", "--name", "web", "--network", "bridge", "busybox", "--", "httpd", "-f", "-p", "80", "-h", "/var/www")
+    web = json.loads(ctl("container", "inspect", "web", "--json").stdout)
+    server = web["address"].split("/")[0]
+    out = ctl("run", "--rm", "--network", "bridge", "busybox", "--", "sh", "-c",
+              f"ip -4 -o addr show eth0; wget -q -O - http://{server}/index.html").stdout
+    client = out.split()[3].split("/")[0]
+    assert client != server and client.startswith(subnet.rsplit(".", 2)[0])
+    assert out.endswith("hello from the web\n")
+    assert os.path.exists(f"/sys/class/net/{name}")
+    ctl("stop", "-t", "1", "web")
+    ctl("rm", "web")
+    assert not os.path.exists(f"/sys/class/net/{name}")  # removed when nothing uses it
+    assert json.loads(ctl("network", "show", "--json").stdout)["addresses"] == {}
+    assert leftovers(ctl.store, web["id"]) == []
+
+
+def test_concurrent_runs_get_distinct_addresses(ctl, bridge):
+    store = ctl.store
+    cmd = [sys.executable, "-m", "overlayctl", "--root", store.layout.root, "--run-root", store.layout.run_root,
+           "run", "--rm", "--network", "bridge", "busybox", "--", "sh", "-c", "ip -4 -o addr show eth0; sleep 1"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    addresses = [out.split()[3] for out, _ in outputs]
+    assert len(set(addresses)) == 4
