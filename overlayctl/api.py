@@ -199,9 +199,17 @@ class LayerStore:
         tag: str | None = None,
         runtime: dict[str, Any] | None = None,
         comment: str = "",
+        changes: dict[str, Any] | None = None,
     ) -> ImageRecord:
-        """A one-layer image from a root filesystem (directory or tar)."""
+        """A one-layer image from a root filesystem (directory or tar).
+
+        ``changes`` (cmd, entrypoint, env, workdir) set its runtime config,
+        as ``docker import --change`` does.
+        """
+        from .runtime.spec import runtime_changes
+
         ref = parse_ref(tag) if tag else None
+        runtime = runtime_changes(**(changes or {}), base=runtime)
         layer = self.create_layer(source, comment=comment)
         name = source if isinstance(source, str) else "stream"
         history = [{"created": layer.created, "created_by": f"overlayctl image import {name}", "comment": comment}]
@@ -427,6 +435,9 @@ class LayerStore:
             state = self._state(record)
             if state.mounted:
                 raise InUse(f"container {record.name} is already mounted ({state.mounted})")
+            if state.run.status == "running":
+                raise InUse(f"container {record.name} is running; its root is mounted in its own namespace",
+                            hint=f"use 'overlayctl exec {record.name}'")
             self._check_volatile(record)
             plan = ctrs.build_plan(self.layout, record, links=api is kmount.MountApi.CLASSIC, labels=False)
             if host:
@@ -497,9 +508,12 @@ class LayerStore:
         *,
         tag: str | None = None,
         message: str = "",
-        runtime: dict[str, Any] | None = None,
+        changes: dict[str, Any] | None = None,
     ) -> ImageRecord:
         """The container's upper as a new layer on its image: a new image.
+
+        ``changes`` (cmd, entrypoint, env, workdir) adjust the new image's
+        runtime config; the rest is the parent image's.
 
         The old image stays (rollback); the container keeps its upper and its
         mount.  An upper written with redirect_dir=on or metacopy=on is refused.
@@ -518,7 +532,9 @@ class LayerStore:
         history = base.history + [
             {"created": layer.created, "created_by": f"overlayctl container commit {record.name}", "comment": message}
         ]
-        config = {**base.runtime, **(runtime or {})}
+        from .runtime.spec import runtime_changes
+
+        config = runtime_changes(**(changes or {}), base=base.runtime)
         return self._publish_image(
             base.diff_ids + [layer.diff_id], runtime=config, history=history, tag=ref_tag, parent=base.id
         )

@@ -12,6 +12,24 @@ import click
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
+def config_options(func):
+    """--cmd/--entrypoint/--env/--workdir, as docker import --change spells them."""
+    options = [
+        click.option("--cmd", help='Default command: shell words or a JSON array, e.g. \'["sh"]\'.'),
+        click.option("--entrypoint", help="Entrypoint: shell words or a JSON array."),
+        click.option("-e", "--env", multiple=True, help="Set KEY=VALUE in the image's Env (repeatable)."),
+        click.option("-w", "--workdir", help="Default working directory (absolute)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def config_changes(options: dict) -> dict:
+    """The config_options values, for LayerStore.import_image and commit."""
+    return {key: options.pop(key) for key in ("cmd", "entrypoint", "env", "workdir")}
+
+
 def store_from(ctx: click.Context):
     from ..api import LayerStore
 

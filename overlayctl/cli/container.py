@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._output import json_option, print_json, print_table, short, store_from, when
+from ._output import config_changes, config_options, json_option, print_json, print_table, short, store_from, when
 
 _API = click.Choice(["new", "classic"])
 
@@ -62,8 +62,9 @@ def ls(ctx, as_json: bool) -> None:
     rows = []
     for s in states:
         tags = store.tags(s.record.image)
-        rows.append((s.record.name, short(s.record.id), tags[0] if tags else short(s.record.image), when(s.record.created), s.mounted or "no"))
-    print_table(["NAME", "ID", "IMAGE", "CREATED", "MOUNTED"], rows)
+        image = tags[0] if tags else short(s.record.image)
+        rows.append((s.record.name, short(s.record.id), image, s.run.describe(), s.run.pid or "", s.mounted or "no", when(s.record.created)))
+    print_table(["NAME", "ID", "IMAGE", "STATE", "PID", "MOUNTED", "CREATED"], rows)
 
 
 @container.command("inspect")
@@ -83,8 +84,22 @@ def inspect(ctx, ref: str, as_json: bool) -> None:
     data = {**state.to_json(), "plan": plan.to_json()}
     if as_json:
         return print_json(data)
-    for key in ("name", "id", "image", "created", "hostname", "mounted", "pin"):
+    for key in ("name", "id", "image", "created", "hostname", "address", "mounted", "pin"):
         click.echo(f"{key + ':':10} {data[key] if data[key] is not None else ''}")
+    run = state.run
+    click.echo(f"{'state:':10} {run.describe()}" + (f" (pid {run.pid})" if run.pid else ""))
+    if run.error:
+        click.echo(f"{'error:':10} {run.error}")
+    spec = data["spec"]
+    if spec.get("argv"):
+        click.echo(f"{'command:':10} {' '.join(spec['argv'])}")
+        click.echo(f"{'network:':10} {spec.get('network', 'none')}")
+    if spec.get("limits"):
+        click.echo(f"{'limits:':10} " + ", ".join(f"{k}={v}" for k, v in spec["limits"].items() if v is not None))
+    if run.cgroup:
+        click.echo(f"{'cgroup:':10} " + ", ".join(sorted(run.cgroup.get("paths", {}).values())))
+    if run.status == "exited":
+        click.echo(f"{'oom:':10} {'killed by the OOM killer' if run.oom_killed else 'no'}")
     click.echo(f"{'options:':10} {','.join(data['plan']['options'])}")
     click.echo(f"{'target:':10} {plan.target}")
     click.echo(f"{'upper:':10} {plan.upper}")
@@ -167,16 +182,17 @@ def diff(ctx, ref: str, as_json: bool) -> None:
 @click.argument("ref")
 @click.argument("tag", required=False)
 @click.option("-m", "--message", default="", help="Comment for the new layer.")
+@config_options
 @json_option
 @click.pass_context
-def commit(ctx, ref: str, tag: str | None, message: str, as_json: bool) -> None:
+def commit(ctx, ref: str, tag: str | None, message: str, as_json: bool, **options) -> None:
     """Turn a container's upper into a new layer and image; the old image stays.
 
     \b
     Example:
       overlayctl container commit web busybox:v2 -m "add index.html"
     """
-    record = store_from(ctx).commit(ref, tag=tag, message=message)
+    record = store_from(ctx).commit(ref, tag=tag, message=message, changes=config_changes(options))
     print_json({"id": record.id, "tag": tag, "layers": record.layers}) if as_json else click.echo(record.id)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._output import human_size, json_option, print_json, print_table, short, store_from, when
+from ._output import config_changes, config_options, human_size, json_option, print_json, print_table, short, store_from, when
 
 
 @click.group()
@@ -22,16 +22,17 @@ def image() -> None:
 @click.argument("source")
 @click.option("-t", "--tag", help="Tag the image NAME[:TAG] (default tag: latest).")
 @click.option("-m", "--message", default="", help="A comment for the image's history.")
+@config_options
 @json_option
 @click.pass_context
-def import_(ctx, source: str, tag: str | None, message: str, as_json: bool) -> None:
+def import_(ctx, source: str, tag: str | None, message: str, as_json: bool, **options) -> None:
     """Import a root filesystem (directory or tar) as a one-layer image.
 
     \b
     Example:
-      overlayctl image import rootfs.tar.gz --tag base:1.0
+      overlayctl image import rootfs.tar.gz --tag base:1.0 --cmd "sh -c 'echo hi'"
     """
-    record = store_from(ctx).import_image(source, tag=tag, comment=message)
+    record = store_from(ctx).import_image(source, tag=tag, comment=message, changes=config_changes(options))
     print_json({"id": record.id, "tag": tag}) if as_json else click.echo(record.id)
 
 

@@ -294,3 +294,22 @@ def test_concurrent_runs_get_distinct_addresses(ctl, bridge):
     assert all(p.returncode == 0 for p in procs), outputs
     addresses = [out.split()[3] for out, _ in outputs]
     assert len(set(addresses)) == 4
+
+
+def test_image_config_from_import_and_commit(ctl, busybox_rootfs):
+    ctl("image", "import", str(busybox_rootfs), "--tag", "greeter", "--cmd", "sh -c 'echo $GREETING from $(pwd)'",
+        "-e", "GREETING=hello", "-w", "/srv")
+    assert ctl("run", "--rm", "greeter").stdout == "hello from /srv\n"
+    assert ctl("run", "--rm", "-e", "GREETING=hi", "greeter").stdout == "hi from /srv\n"
+    ctl("run", "--name", "c", "greeter", "--", "touch", "/srv/made")
+    ctl("container", "commit", "c", "greeter:2", "--entrypoint", '["ls"]', "--cmd", "/srv")
+    assert ctl("run", "--rm", "greeter:2").stdout == "made\n"
+    ctl("rm", "c")
+
+
+def test_container_mount_refused_while_running(ctl):
+    ctl("run", "-d", "--name", "busy", "busybox", "--", "sleep", "30")
+    result = ctl("container", "mount", "busy", check=False)
+    assert result.returncode == 1 and "is running" in result.stderr
+    ctl("rm", "-f", "busy")
+    assert ctl.store.containers() == []
