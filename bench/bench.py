@@ -1,4 +1,4 @@
-"""overlayctl benchmarks: mount times against the kernel's own floor.
+"""overlayctl benchmarks: mount times against the kernel's own floor, run against Docker.
 
 Run as root with ``make bench`` (or ``.venv/bin/python bench/bench.py``).
 Prints a table of median times and writes the same figures to
@@ -23,6 +23,27 @@ What is measured:
   ``overlayctl --help``.
 * busybox: ``container create`` + ``container mount`` of a busybox image,
   in-process and through the CLI.
+* run: ``overlayctl run --rm busybox:bench -- true`` against
+  ``docker run --rm --network none overlayctl-bench/busybox true``, both as
+  subprocesses (wall time) on the same busybox root filesystem (imported
+  into the bench store, and into Docker by ``docker import``), plus
+  ``LayerStore.run`` in-process.  Docker is optional: without it (or when
+  no daemon can be started) only overlayctl's rows are printed, with the
+  reason.
+
+Docker: a daemon the docker client already reaches (DOCKER_HOST or the
+default socket) is used as it is.  Otherwise the bench starts a private
+dockerd for itself (no iptables, no bridge, an empty config file of its own,
+its data root, exec root, pid file, socket and key file in a temp dir) and
+passes that socket to every docker call.  The client is Debian's
+``/usr/bin/docker`` (docker.io, the daemon's own release and API version;
+a newer client first on PATH also works, by negotiating the API down, but
+would time another program), else the first on PATH.  At the end, also
+after an error or Ctrl-C (deferred while this runs), the imported image is
+removed, the private daemon is stopped by its pid (SIGTERM, SIGKILL after
+20 s), whatever it left mounted in its temp dir is unmounted and the temp
+dir deleted, with the empty directories it made on the host (``/run/docker``,
+``/run/containerd``, the ``docker`` cgroups) when they were not there before.
 
 The floor runs in a forked child that moves into a private mount namespace
 of its own, so its mounts never reach the host and die with it.  overlayctl

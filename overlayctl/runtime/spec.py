@@ -33,7 +33,7 @@ class Volume:
         return f"{self.source}:{self.target}" + (":ro" if self.readonly else "")
 
     @classmethod
-    def parse(cls, text: str) -> "Volume":
+    def parse(cls, text: str) -> Volume:
         parts = text.split(":")
         if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
             raise InvalidArgument(f"invalid --volume {text!r}", hint="use HOST:CONTAINER[:ro]")
@@ -71,7 +71,7 @@ class RunSpec:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RunSpec":
+    def from_json(cls, data: dict[str, Any]) -> RunSpec:
         return cls(
             argv=tuple(data.get("argv", ())),
             env=tuple(data.get("env", ())),
@@ -84,7 +84,7 @@ class RunSpec:
             auto_remove=bool(data.get("auto_remove", False)),
         )
 
-    def with_changes(self, **changes: Any) -> "RunSpec":
+    def with_changes(self, **changes: Any) -> RunSpec:
         return replace(self, **changes)
 
 

@@ -40,7 +40,7 @@ class StoreLayout:
     run_root: str
 
     @classmethod
-    def at(cls, root: str | None = None, run_root: str | None = None) -> "StoreLayout":
+    def at(cls, root: str | None = None, run_root: str | None = None) -> StoreLayout:
         root = root or os.environ.get("OVERLAYCTL_ROOT") or DEFAULT_ROOT
         run_root = run_root or os.environ.get("OVERLAYCTL_RUN_ROOT") or DEFAULT_RUN_ROOT
         return cls(os.path.abspath(root), os.path.abspath(run_root))

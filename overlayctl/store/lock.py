@@ -21,7 +21,7 @@ class StoreLock:
         self._fd = -1
         self._depth = 0
 
-    def __enter__(self) -> "StoreLock":
+    def __enter__(self) -> StoreLock:
         if self._depth == 0:
             self._acquire()
         self._depth += 1

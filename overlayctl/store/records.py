@@ -77,7 +77,7 @@ class LayerRecord:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "LayerRecord":
+    def from_json(cls, data: dict[str, Any]) -> LayerRecord:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
@@ -106,7 +106,7 @@ class ImageRecord:
         history: list[dict[str, Any]] | None = None,
         parent: str | None = None,
         created: str | None = None,
-    ) -> "ImageRecord":
+    ) -> ImageRecord:
         config: dict[str, Any] = {
             "architecture": _architecture(),
             "os": "linux",
@@ -120,7 +120,7 @@ class ImageRecord:
         return cls.from_bytes(dump_json(config))
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "ImageRecord":
+    def from_bytes(cls, raw: bytes) -> ImageRecord:
         return cls(config=json.loads(raw), id=sha256_digest(raw), raw=raw)
 
     @property
@@ -186,7 +186,7 @@ class ContainerRecord:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ContainerRecord":
+    def from_json(cls, data: dict[str, Any]) -> ContainerRecord:
         options = tuple(
             (k, v if sep else None) for k, sep, v in (o.partition("=") for o in data.get("options", []))
         )

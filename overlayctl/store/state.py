@@ -38,14 +38,14 @@ class RunState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RunState":
+    def from_json(cls, data: dict[str, Any]) -> RunState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
-    def running(self, **changes: Any) -> "RunState":
+    def running(self, **changes: Any) -> RunState:
         return replace(self, status="running", started=now_rfc3339(), finished="", exit_code=None,
                        oom_killed=False, error="", **changes)
 
-    def exited(self, exit_code: int | None, **changes: Any) -> "RunState":
+    def exited(self, exit_code: int | None, **changes: Any) -> RunState:
         return replace(self, status="exited", finished=now_rfc3339(), exit_code=exit_code, pid=None,
                        pid_start=None, monitor=None, monitor_start=None, **changes)
 
