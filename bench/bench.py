@@ -88,6 +88,16 @@ MAX_IMAGE_LAYERS = 499  # plus the container's init layer: 500 lowers
 GOAL_API_RATIO = 1.5  # in-process mount within 1.5x of the floor at N = 100
 GOAL_CLI_MOUNT = 0.10  # CLI container mount at N = 125, seconds
 GOAL_HELP = 0.08  # overlayctl --help, seconds
+GOAL_RUN_VS_DOCKER = 1 / 3  # overlayctl run within 1/3 of docker run's median
+
+RUN_TAG = "busybox:bench"  # the busybox rootfs in the bench store
+DOCKER_IMAGE = "overlayctl-bench/busybox:latest"  # the same rootfs in Docker
+DEBIAN_DOCKER = "/usr/bin/docker"  # docker.io's client, the release of its dockerd
+RUN_REPS = 20
+RUN_WARMUP = 2
+DOCKERD_START_TIMEOUT = 30.0
+DOCKERD_STOP_TIMEOUT = 20.0
+DOCKER_CALL_TIMEOUT = 120.0
 
 
 def reps_for(n: int) -> int:
@@ -420,6 +430,7 @@ def cli(store, *args: str) -> None:
     subprocess.run(
         [CLI, "--root", store.layout.root, "--run-root", store.layout.run_root, *args],
         check=True,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
     )
 
@@ -469,7 +480,8 @@ def make_busybox_rootfs(path: Path) -> int:
     return len(applets)
 
 
-def bench_busybox(results: Results, store, base: Path) -> None:
+def bench_busybox(results: Results, store, base: Path) -> Path:
+    """Create + mount of a busybox image; returns the rootfs (the run benchmark reuses it)."""
     rootfs = base / "busybox-rootfs"
     applets = make_busybox_rootfs(rootfs)
     start = time.perf_counter()
@@ -514,6 +526,287 @@ def bench_busybox(results: Results, store, base: Path) -> None:
     results.add("busybox", "cli container create", creates, n=1, lowers=2, note=note)
     results.add("busybox", "cli container mount", mounts, n=1, lowers=2, floor_n=1, note=note)
     results.add("busybox", "cli create + mount", totals, n=1, lowers=2, floor_n=1, note=note)
+    return rootfs
+
+
+# -- run: overlayctl run vs docker run ----------------------------------------
+
+
+class DockerUnavailable(Exception):
+    """Docker cannot be measured; the message says why (printed as the note)."""
+
+
+class Docker:
+    """A docker client and the daemon socket it talks to (None: the client's default)."""
+
+    def __init__(self, client: str, host: str | None, *, where: str) -> None:
+        self.client = client
+        self.host = host
+        self.where = where  # "private dockerd" or "the host's daemon"
+        self.version = ""
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.client, *(("-H", self.host) if self.host else ()), *args]
+
+    def call(self, *args: str, timeout: float = DOCKER_CALL_TIMEOUT, **kwargs) -> subprocess.CompletedProcess:
+        """Run a docker command, its output captured; raises DockerUnavailable when it fails."""
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        try:
+            done = subprocess.run(
+                self.argv(*args), check=False, capture_output=True, text=True, timeout=timeout, **kwargs
+            )
+        except subprocess.TimeoutExpired:
+            raise DockerUnavailable(f"docker {args[0]}: no answer within {timeout:.0f} s") from None
+        if done.returncode != 0:
+            raise DockerUnavailable(f"docker {args[0]}: {last_line(done.stderr) or f'exit {done.returncode}'}")
+        return done
+
+    def answers(self) -> bool:
+        """Whether the daemon answers ``docker version``; remembers its version."""
+        try:
+            self.version = self.call("version", "--format", "{{.Server.Version}}", timeout=5).stdout.strip()
+        except DockerUnavailable:
+            return False
+        return True
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of text, shortened for a table note."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
+
+
+def docker_client() -> str | None:
+    """Debian's docker CLI (docker.io: the release of its dockerd), else the first on PATH."""
+    if os.access(DEBIAN_DOCKER, os.X_OK):
+        return DEBIAN_DOCKER
+    return shutil.which("docker")
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM back while a teardown runs; they arrive right after it."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+class PrivateDockerd:
+    """A dockerd of the bench's own: its state in tmp, stopped and swept by stop()."""
+
+    def __init__(self, dockerd: str, client: str, tmp: Path) -> None:
+        self.dockerd = dockerd
+        self.tmp = tmp
+        self.log = tmp / "dockerd.log"
+        self.docker = Docker(client, f"unix://{tmp / 'docker.sock'}", where="private dockerd")
+        self.proc: subprocess.Popen | None = None
+        self.host_dirs_before: set[Path] = set()
+
+    def start(self) -> Docker:
+        """Start the daemon; its client once it answers (DockerUnavailable if it does not)."""
+        self.host_dirs_before = set(docker_host_dirs())
+        self.tmp.mkdir()
+        config = self.tmp / "daemon.json"
+        # Not /etc/docker/daemon.json, and the key file in tmp, not /etc/docker.
+        config.write_text(json.dumps({"deprecated-key-path": str(self.tmp / "key.json")}) + "\n")
+        argv = [
+            self.dockerd, "--config-file", str(config), "--iptables=false", "--bridge=none",
+            "--data-root", str(self.tmp / "docker"), "--exec-root", str(self.tmp / "docker-exec"),
+            "--pidfile", str(self.tmp / "docker.pid"), "-H", self.docker.host,
+        ]
+        with open(self.log, "wb") as log:
+            # A session of its own: Ctrl-C reaches the bench, which stops it in order.
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + DOCKERD_START_TIMEOUT
+        while not self.docker.answers():
+            if self.proc.poll() is not None:
+                raise DockerUnavailable(f"dockerd exited ({self.proc.returncode}): {self.error_line()}")
+            if time.monotonic() > deadline:
+                raise DockerUnavailable(
+                    f"dockerd did not answer within {DOCKERD_START_TIMEOUT:.0f} s: {self.error_line()}"
+                )
+            time.sleep(0.2)
+        return self.docker
+
+    def error_line(self) -> str:
+        """dockerd's last error line (else its last line) from its log."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        errors = [line for line in text.splitlines() if "level=error" in line or "level=fatal" in line]
+        return last_line(errors[-1] if errors else text) or "(empty log)"
+
+    def stop(self) -> None:
+        """Stop the daemon by its pid, then unmount and delete what it left behind."""
+        from overlayctl.kernel import _libc
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(DOCKERD_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                print(f"bench: dockerd {self.proc.pid} ignored SIGTERM for {DOCKERD_STOP_TIMEOUT:.0f} s; SIGKILL",
+                      file=sys.stderr)
+                self.proc.kill()
+                self.proc.wait()
+        # A daemon killed hard leaves its containerd and shims: their command
+        # lines name sockets in tmp, so they are ours.
+        for pid in processes_naming(self.tmp):
+            print(f"bench: killing process {pid} left by the private dockerd", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for point in sorted(mounts_under(self.tmp), reverse=True):
+            with contextlib.suppress(OSError):
+                _libc.umount2(point, _libc.MNT_DETACH)
+        left = mounts_under(self.tmp)
+        if left:
+            print(f"bench: could not unmount {left}; leaving {self.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        for path in sorted(set(docker_host_dirs()) - self.host_dirs_before, reverse=True):
+            remove_empty_tree(path)
+
+
+def docker_host_dirs() -> list[Path]:
+    """Directories a dockerd makes outside its roots, whatever its options."""
+    cgroups = Path("/sys/fs/cgroup")
+    found = [path for path in (Path("/run/docker"), Path("/run/containerd"), cgroups / "docker") if path.is_dir()]
+    return found + sorted(path for path in cgroups.glob("*/docker") if path.is_dir())
+
+
+def remove_empty_tree(path: Path) -> None:
+    """rmdir path and its subdirectories, deepest first; a non-empty one stays (with its parents)."""
+    for sub, _, _ in sorted(os.walk(path), key=lambda entry: entry[0].count("/"), reverse=True):
+        with contextlib.suppress(OSError):
+            os.rmdir(sub)
+
+
+def processes_naming(path: Path) -> list[int]:
+    """PIDs of the processes whose command line names a path under path."""
+    needle = f"{path}/".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as f:
+            if needle in f.read():
+                pids.append(int(entry))
+    return pids
+
+
+@contextlib.contextmanager
+def docker_engine(tmp: Path):
+    """A Docker to benchmark: the host's daemon if the client reaches one, else a private dockerd.
+
+    Raises DockerUnavailable (with the reason) when there is neither.
+    """
+    client = docker_client()
+    if client is None:
+        raise DockerUnavailable("docker: not installed ('make deps' installs docker.io)")
+    host = Docker(client, None, where="the host's daemon")
+    if host.answers():
+        yield host
+        return
+    dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if os.access("/usr/sbin/dockerd", os.X_OK) else None)
+    if dockerd is None:
+        raise DockerUnavailable("docker: no daemon answers and dockerd is not installed")
+    daemon = PrivateDockerd(dockerd, client, tmp)
+    try:
+        yield daemon.start()
+    finally:
+        with signals_deferred():
+            daemon.stop()
+
+
+def docker_import(docker: Docker, rootfs: Path) -> None:
+    """tar -C rootfs -c . | docker import - IMAGE"""
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    try:
+        docker.call("import", "-", DOCKER_IMAGE, stdin=tar.stdout)
+    finally:
+        tar.stdout.close()
+        if tar.wait() != 0:
+            raise DockerUnavailable(f"tar of {rootfs} failed (exit {tar.returncode})")
+
+
+def docker_remove_image(docker: Docker) -> None:
+    """Remove the bench's image and any container of it (none, after --rm)."""
+    with contextlib.suppress(DockerUnavailable):
+        ids = docker.call("ps", "-aq", "--filter", f"ancestor={DOCKER_IMAGE}").stdout.split()
+        if ids:
+            print(f"bench: removing {len(ids)} docker containers left by 'docker run --rm'", file=sys.stderr)
+            docker.call("rm", "-f", *ids)
+    with contextlib.suppress(DockerUnavailable):
+        docker.call("rmi", DOCKER_IMAGE)
+
+
+def bench_run(results: Results, store, base: Path, rootfs: Path) -> None:
+    start = time.perf_counter()
+    store.import_image(str(rootfs), tag=RUN_TAG)
+    imported = time.perf_counter() - start
+    header(f"run: 'overlayctl run --rm {RUN_TAG} true' vs 'docker run --rm --network none IMAGE true' (wall time)")
+    print(f"  (image imported into the store in {fmt_time(imported)})", flush=True)
+    before = {state.record.id for state in store.containers()}
+
+    def overlayctl_run() -> None:
+        cli(store, "run", "--rm", RUN_TAG, "--", "true")
+
+    def api_run() -> None:
+        code = store.run(RUN_TAG, ["true"], remove=True)
+        if code != 0:
+            raise RuntimeError(f"LayerStore.run of 'true' exited {code}")
+
+    ours = sample(overlayctl_run, RUN_REPS, warmup=RUN_WARMUP)
+    in_process = sample(api_run, RUN_REPS, warmup=RUN_WARMUP)
+    docker_times, docker_note = bench_docker_run(base, rootfs)
+    goal = met = None
+    note = "busybox rootfs, 1 layer + init layer"
+    if docker_times:
+        ratio = median(ours) / median(docker_times)
+        goal, met = "<= 1/3 of docker run", ratio <= GOAL_RUN_VS_DOCKER
+    row = results.add("run", "overlayctl run --rm IMAGE true", ours, n=1, lowers=2, goal=goal, met=met, note=note)
+    if docker_times:
+        row["ratio_to_docker"] = ratio
+        results.add("run", "docker run --rm --network none", docker_times, note=docker_note)
+        print(f"  overlayctl / docker: {ratio:.2f} (goal <= {GOAL_RUN_VS_DOCKER:.2f})", flush=True)
+    else:
+        row["note"] = f"{note}; {docker_note}"
+        print(f"  {'docker run --rm --network none':34}  (not measured: {docker_note})", flush=True)
+    results.add("run", "LayerStore.run (in-process)", in_process, n=1, lowers=2, note=f"{note}; no docker equivalent")
+    left = [state.record.name for state in store.containers() if state.record.id not in before]
+    if left:
+        print(f"bench: 'run --rm' left containers {left} in the store", file=sys.stderr)
+
+
+def bench_docker_run(base: Path, rootfs: Path) -> tuple[list[float], str]:
+    """docker run's wall times and the row's note; no times, and the reason, when Docker is unavailable."""
+    try:
+        with docker_engine(base / "dockerd") as docker:
+            try:
+                docker_import(docker, rootfs)
+                argv = docker.argv("run", "--rm", "--network", "none", DOCKER_IMAGE, "true")
+
+                def docker_run() -> None:
+                    done = subprocess.run(
+                        argv, check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                        text=True, timeout=DOCKER_CALL_TIMEOUT,
+                    )
+                    if done.returncode != 0:
+                        raise DockerUnavailable(f"docker run: {last_line(done.stderr) or f'exit {done.returncode}'}")
+
+                times = sample(docker_run, RUN_REPS, warmup=RUN_WARMUP)
+            finally:
+                with signals_deferred():
+                    docker_remove_image(docker)
+            client = "Debian's client" if docker.client == DEBIAN_DOCKER else docker.client
+            return times, f"docker {docker.version}, {docker.where}, {client}"
+    except DockerUnavailable as exc:
+        return [], str(exc)
 
 
 # -- setup and cleanup --------------------------------------------------------
@@ -565,6 +858,8 @@ def print_summary(results: Results) -> None:
         if row["goal"]:
             state = "ok" if row["goal_met"] else "MISSED"
             ratio = f" ({row['ratio_to_floor']:.2f}x floor)" if row["ratio_to_floor"] else ""
+            if row.get("ratio_to_docker"):
+                ratio = f" ({row['ratio_to_docker']:.2f}x docker run)"
             where = f"N={row['n']}" if row["n"] is not None else "-"
             print(f"  {row['name']} ({where}): {fmt_time(row['median_s'])}{ratio}, goal {row['goal']}: {state}")
 
@@ -591,7 +886,8 @@ def main() -> int:
         bench_floor(results, base, store)
         bench_api(results, store)
         bench_cli(results, store)
-        bench_busybox(results, store, base)
+        rootfs = bench_busybox(results, store, base)
+        bench_run(results, store, base, rootfs)
     except KeyboardInterrupt:
         print("\nbench: interrupted", file=sys.stderr)
         return 130

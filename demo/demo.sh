@@ -211,7 +211,28 @@ oc mounts --container one
 oc container inspect one
 
 # --- 8 ----------------------------------------------------------------------
-section "8. cleanup"
+section "8. run containers: the overlay as root, in namespaces of their own"
+oc container unmount three
+oc run --rm busybox:v2 -- cat /etc/motd
+note "PID 1 is the container's own init; only the container's processes are visible"
+oc run --rm --hostname demo busybox:v2 -- sh -c 'hostname; ps'
+note "--network none: a network namespace with only loopback, up"
+oc run --rm busybox:v2 -- ip -o link
+note "the command's exit code is overlayctl's"
+set +e
+oc run --rm busybox:v2 -- sh -c 'exit 42'
+code=$?
+set -e
+echo "exit code: $code"
+note "a memory limit through cgroups: the hog is killed, and inspect says why"
+set +e
+oc run --name hog --memory 16m busybox:v2 -- sh -c 'head -c 100000000 /dev/zero | tr "\\0" a | sort >/dev/null'
+set -e
+oc ps -a
+oc rm hog
+
+# --- 9 ----------------------------------------------------------------------
+section "9. cleanup"
 cd /
 oc container rm -f one two three
 oc image ls

@@ -226,8 +226,15 @@ def mount_id(path: str) -> int:
 
 _prctl = _bind("prctl", ctypes.c_int, [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong])
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 
 
 def prctl(option: int, arg2: int = 0) -> None:
     _prctl(option, arg2, 0, 0, 0)
+
+
+def set_process_name(name: str) -> None:
+    """The name ps and /proc/PID/comm show (at most 15 bytes)."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    _prctl(PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0)

@@ -107,6 +107,7 @@ def _read_all(fd: int) -> str:
 
 def _keeper_main(monitor: int, plan: MountPlan, spec: RunSpec, hostname: str, pid_w: int, go_r: int, status_w: int) -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    _libc.set_process_name("overlayctl-keep")
     if os.getppid() != monitor:  # the monitor died before the prctl
         os._exit(1)
     os.setsid()  # terminal signals reach the monitor only, which forwards them once
@@ -135,6 +136,7 @@ def exit_code_of(status: int) -> int:
 
 def _init_main(plan: MountPlan, spec: RunSpec, hostname: str, go_r: int, status_w: int) -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    _libc.set_process_name("overlayctl-init")
     if not os.read(go_r, 1):  # the monitor gave up
         os._exit(EXIT_SETUP_FAILED)
     os.close(go_r)
