@@ -313,3 +313,48 @@ def test_container_mount_refused_while_running(ctl):
     assert result.returncode == 1 and "is running" in result.stderr
     ctl("rm", "-f", "busy")
     assert ctl.store.containers() == []
+
+
+def test_killed_overlayctl_on_the_bridge_leaves_no_leak(ctl, bridge):
+    name, _ = bridge
+    store = ctl.store
+    cmd = [sys.executable, "-m", "overlayctl", "--root", store.layout.root, "--run-root", store.layout.run_root,
+           "run", "--name", "victim", "--network", "bridge", "busybox", "--", "sh", "-c", "echo ready; sleep 60"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        record_id = store.container("victim").record.id
+        assert os.path.exists(f"/sys/class/net/veth{record_id[:8]}")
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ctl("ps")  # any command reaps
+    assert leftovers(store, record_id) == []
+    assert not os.path.exists(f"/sys/class/net/{name}")
+    ctl("rm", "victim")
+    assert json.loads(ctl("network", "show", "--json").stdout)["addresses"] == {}
+
+
+def test_none_network_path_does_not_import_pyroute2(busybox):
+    code = (
+        "import sys; from overlayctl import LayerStore;"
+        f"s = LayerStore({busybox.layout.root!r}, {busybox.layout.run_root!r});"
+        "code = s.run('busybox', ['true'], remove=True);"
+        "print(code, 'pyroute2' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "0 False\n"
+
+
+def test_start_again_after_exit(ctl):
+    ctl("run", "--name", "again", "busybox", "--", "sh", "-c", "date +%s%N >> /runs; wc -l < /runs")
+    ctl("start", "again")
+    for _ in range(100):
+        if json.loads(ctl("ps", "-a", "--json").stdout)[0]["state"] == "exited":
+            break
+        time.sleep(0.05)
+    assert ctl("logs", "again").stdout.split() == ["2"]  # the upper kept the first run's line
+    ctl("rm", "again")
