@@ -48,11 +48,14 @@ class InspectAPI(StoreBase):
 
         if container is not None:
             state = self.container(container)
-            if state.mounted != "namespace":
-                if state.mounted == "host":
-                    return _read("/proc/self/mountinfo")
-                raise InvalidArgument(f"container {state.record.name} is not mounted")
-            return ns.run_in_namespace(state.pin, lambda: _read("/proc/self/mountinfo"))
+            if state.mounted == "namespace":
+                return ns.run_in_namespace(state.pin, lambda: _read("/proc/self/mountinfo"))
+            if state.mounted == "host":
+                return _read("/proc/self/mountinfo")
+            if state.run.status == "running" and state.run.pid:
+                # A running container's root was pivoted: its mounts are seen from its PID 1.
+                return _read(f"/proc/{state.run.pid}/mountinfo")
+            raise InvalidArgument(f"container {state.record.name} is neither mounted nor running")
         path = f"/proc/{pid}/mountinfo" if pid is not None else "/proc/self/mountinfo"
         try:
             return _read(path)

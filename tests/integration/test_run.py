@@ -358,3 +358,20 @@ def test_start_again_after_exit(ctl):
         time.sleep(0.05)
     assert ctl("logs", "again").stdout.split() == ["2"]  # the upper kept the first run's line
     ctl("rm", "again")
+
+
+def test_running_container_mounts_and_killed_pid1(ctl):
+    ctl("run", "-d", "--name", "k", "--pids-limit", "50", "busybox", "--", "sleep", "60")
+    mounts = json.loads(ctl("mounts", "--container", "k", "--json").stdout)
+    (root,) = [m for m in mounts if m["target"] == "/"]
+    assert root["upper"]["store"]["kind"] == "upper" and root["lowers"][0]["store"]["kind"] == "init"
+    state = json.loads(ctl("container", "inspect", "k", "--json").stdout)
+    os.kill(state["pid"], signal.SIGKILL)  # the container's PID 1, from the host
+    for _ in range(200):
+        if json.loads(ctl("ps", "-a", "--json").stdout)[0]["state"] == "exited":
+            break
+        time.sleep(0.05)
+    after = json.loads(ctl("ps", "-a", "--json").stdout)[0]
+    assert after["state"] == "exited" and after["exit_code"] == 137
+    assert leftovers(ctl.store, state["id"]) == []
+    ctl("rm", "k")
