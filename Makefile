@@ -55,7 +55,8 @@ $(VENV_PY):
 	$(PYTHON3) -m venv $(VENV)
 
 $(VENV_STAMP): pyproject.toml | $(VENV_PY)
-	$(VENV_PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	# compat mode: a plain path in a .pth file, no import hook on every start-up (~8 ms)
+	$(VENV_PY) -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
 	@touch $@
 
 $(VENV): $(VENV_STAMP)

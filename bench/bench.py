@@ -638,8 +638,12 @@ class PrivateDockerd:
             text = self.log.read_text(errors="replace")
         except OSError:
             return "(no log)"
-        errors = [line for line in text.splitlines() if "level=error" in line or "level=fatal" in line]
-        return last_line(errors[-1] if errors else text) or "(empty log)"
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if "level=error" in line or "level=fatal" in line]
+        # Its errors are logged (time="..." level=error msg=...), or plain lines when it fails to start.
+        plain = [line for line in lines if not line.startswith('time="')]
+        found = errors[-1].split(" ", 1)[-1] if errors else " ".join(plain[-2:]) if plain else last_line(text)
+        return found[:200] or "(empty log)"
 
     def stop(self) -> None:
         """Stop the daemon by its pid, then unmount and delete what it left behind."""
@@ -746,11 +750,14 @@ def docker_remove_image(docker: Docker) -> None:
 
 
 def bench_run(results: Results, store, base: Path, rootfs: Path) -> None:
+    """overlayctl run (CLI and in-process) and docker run of 'true' on the same busybox rootfs."""
     start = time.perf_counter()
     store.import_image(str(rootfs), tag=RUN_TAG)
     imported = time.perf_counter() - start
-    header(f"run: 'overlayctl run --rm {RUN_TAG} true' vs 'docker run --rm --network none IMAGE true' (wall time)")
-    print(f"  (image imported into the store in {fmt_time(imported)})", flush=True)
+    header(
+        "run: overlayctl run --rm IMAGE true vs docker run --rm --network none IMAGE true"
+        f" (wall time; store import took {fmt_time(imported)})"
+    )
     before = {state.record.id for state in store.containers()}
 
     def overlayctl_run() -> None:

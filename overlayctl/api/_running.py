@@ -37,11 +37,14 @@ class RunningAPI(StoreBase):
         remove: bool = False,
     ) -> ContainerRecord:
         """A container with everything ``run`` needs: its command, env, limits, network."""
-        from ..runtime.cgroups import Limits
         from ..runtime.spec import build_spec
 
         self.reap()
-        limits = Limits.parse(memory, pids_limit, cpus)
+        limits = {}
+        if (memory, pids_limit, cpus) != (None, None, None):
+            from ..runtime.cgroups import Limits  # only with limits: it is not a light import
+
+            limits = Limits.parse(memory, pids_limit, cpus).to_json()
         spec = build_spec(
             self.image(image).runtime,
             command=command,
@@ -50,7 +53,7 @@ class RunningAPI(StoreBase):
             user=user,
             volumes=volumes,
             network=network,
-            limits=limits.to_json() if limits != Limits(None, None, None) else {},
+            limits=limits,
             interactive=interactive,
             auto_remove=remove,
         )

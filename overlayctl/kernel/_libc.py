@@ -7,11 +7,11 @@ The only module of overlayctl that touches ctypes.  Every binding raises
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library is already loaded into Python: dlopen(NULL) finds its symbols
+# without ctypes.util.find_library, which runs ldconfig in a subprocess.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 # Syscall numbers: the mount API numbers are shared by all architectures.
 SYS_open_tree = 428
@@ -19,8 +19,8 @@ SYS_move_mount = 429
 SYS_fsopen = 430
 SYS_fsconfig = 431
 SYS_fsmount = 432
-SYS_getdents64 = {"x86_64": 217, "aarch64": 61}.get(platform.machine(), 217)
-SYS_pivot_root = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
+SYS_getdents64 = {"x86_64": 217, "aarch64": 61}.get(os.uname().machine, 217)
+SYS_pivot_root = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
 
 # include/uapi/linux/mount.h
 FSOPEN_CLOEXEC = 0x1

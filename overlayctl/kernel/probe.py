@@ -11,11 +11,8 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import shutil
 import stat
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import KernelError, NotPermitted
@@ -54,7 +51,7 @@ DT_DIR = 4
 DT_REG = 8
 
 #: Module parameters that set the kernel's default overlay options.
-_PARAMETERS_DIR = Path("/sys/module/overlay/parameters")
+_PARAMETERS_DIR = "/sys/module/overlay/parameters"
 
 
 @functools.cache
@@ -65,7 +62,8 @@ def overlay_supported() -> bool:
     first mount attempt, but we deliberately try nothing else here.
     """
     try:
-        text = Path("/proc/filesystems").read_text()
+        with open("/proc/filesystems") as f:
+            text = f.read()
     except OSError:
         return False
     return "nodev\toverlay" in text.splitlines()
@@ -103,12 +101,13 @@ def module_parameters() -> dict[str, str]:
     """
     params: dict[str, str] = {}
     try:
-        entries = sorted(_PARAMETERS_DIR.iterdir())
+        names = sorted(os.listdir(_PARAMETERS_DIR))
     except OSError:
         return params
-    for entry in entries:
+    for name in names:
         try:
-            params[entry.name] = entry.read_text().strip()
+            with open(f"{_PARAMETERS_DIR}/{name}") as f:
+                params[name] = f.read().strip()
         except OSError:
             continue
     return params
@@ -189,6 +188,8 @@ def probe_backing_fs(path: str) -> BackingFs:
     """
     try:
         magic = _libc.statfs_type(path)
+        import tempfile
+
         scratch = tempfile.mkdtemp(prefix=".overlayctl-probe-", dir=path)
     except OSError as exc:
         raise _translate(exc, path) from exc
@@ -198,6 +199,8 @@ def probe_backing_fs(path: str) -> BackingFs:
         trusted = _probe_trusted_xattr(scratch)
         whiteout = _probe_whiteout(scratch)
     finally:
+        import shutil
+
         shutil.rmtree(scratch, ignore_errors=True)
     return BackingFs(
         path=path,
@@ -220,12 +223,16 @@ def _translate(exc: OSError, path: str) -> KernelError:
     )
 
 
+def _touch(path: str) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
 def _probe_d_type(scratch: str) -> bool:
     """Raw getdents64 gives DT_REG and DT_DIR, not DT_UNKNOWN (0).
 
     os.scandir would hide DT_UNKNOWN by falling back to stat().
     """
-    Path(scratch, "f").touch()
+    _touch(os.path.join(scratch, "f"))
     os.mkdir(os.path.join(scratch, "d"))
     fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -241,7 +248,7 @@ def _probe_trusted_xattr(scratch: str) -> bool:
     EPERM without CAP_SYS_ADMIN, ENOTSUP where the filesystem has no xattrs.
     """
     target = os.path.join(scratch, "x")
-    Path(target).touch()
+    _touch(target)
     try:
         os.setxattr(target, "trusted.overlay.probe", b"y")
     except OSError as exc:

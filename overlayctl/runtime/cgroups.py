@@ -19,7 +19,6 @@ import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 
 from ..errors import InUse, InvalidArgument, KernelError, NotPermitted
 
@@ -45,6 +44,8 @@ def parse_memory(text: str | int) -> int:
     match = _MEMORY_RE.fullmatch(str(text).strip())
     if match is None:
         raise InvalidArgument(f"--memory {text!r} is not a size (examples: 64m, 1.5g, 1048576)")
+    from decimal import Decimal  # exact "1.5g", and only on this path
+
     size = int(Decimal(match[1]) * _UNITS[(match[2] or "").lower()])
     if size < MIN_MEMORY:
         raise InvalidArgument("--memory must be at least 6m")

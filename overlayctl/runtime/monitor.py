@@ -182,9 +182,10 @@ def _detach(layout: StoreLayout, container_id: str) -> None:
 
 
 def _remove(layout: StoreLayout, lock: StoreLock, record: ContainerRecord) -> None:
-    from ..store.network import release_address
+    if record.address:
+        from ..store.network import release_address
 
-    release_address(layout, lock, record.id)
+        release_address(layout, lock, record.id)
     ns.remove_pin_file(layout.pin(record.id))
     ctrs.remove_container(layout, record)
 

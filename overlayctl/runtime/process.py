@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 
@@ -154,6 +153,8 @@ def _init_main(plan: MountPlan, spec: RunSpec, hostname: str, go_r: int, status_
 
 
 def _build_root(plan: MountPlan, spec: RunSpec, hostname: str) -> None:
+    import socket
+
     from ..kernel import mount as kmount
     from . import rootfs
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -121,6 +120,8 @@ def parse_command(text: str | None) -> list[str] | None:
             raise InvalidArgument(f"invalid command {text!r}: a JSON array of strings is needed")
         return value
     try:
+        import shlex
+
         return shlex.split(text)
     except ValueError as exc:
         raise InvalidArgument(f"invalid command {text!r}: {exc}") from None

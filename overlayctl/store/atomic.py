@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 
 
@@ -45,7 +44,7 @@ def symlink_atomic(target: str, path: str) -> None:
 def new_staging(staging_root: str) -> str:
     """A fresh private directory under staging/, named after this process."""
     os.makedirs(staging_root, mode=0o700, exist_ok=True)
-    path = f"{staging_root}/{os.getpid()}-{secrets.token_hex(6)}"
+    path = f"{staging_root}/{os.getpid()}-{os.urandom(6).hex()}"
     os.mkdir(path, 0o700)
     return path
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from dataclasses import replace
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound
@@ -75,7 +74,7 @@ def create_container(
     address (or None); it is written into the init layer's /etc/hosts.
     """
     check_layer_count(len(image.diff_ids) + 1)
-    container_id = secrets.token_hex(32)
+    container_id = os.urandom(32).hex()
     name = name or f"c-{container_id[:10]}"
     record = ContainerRecord(
         id=container_id,
