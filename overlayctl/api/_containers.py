@@ -234,7 +234,7 @@ class ContainersAPI(StoreBase):
         if read_state(self.layout, record.id).status == "running":
             if not force:
                 raise InUse(f"container {record.name} is running", hint="stop it first or use -f")
-            self._monitor().stop(self.layout, self.lock, record, timeout=0)
+            self.stop(record.id, timeout=0)
         with self._mutation():
             if self._state(record).mounted:
                 if not force:

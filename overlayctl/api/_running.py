@@ -70,31 +70,28 @@ class RunningAPI(StoreBase):
         record = self.create_for_run(image, command, **options)
         return self.start(record.id, attach=True)
 
-    def _monitor(self):
-        from ..runtime import monitor
-
-        return monitor
-
     def start(self, ref: str, *, attach: bool = False) -> int:
         """Start a container.
 
         In the background (the default): returns its PID 1 once its command
         runs.  With ``attach``: in the foreground, returning its exit code.
         """
-        from ..runtime import daemon
+        from ..runtime import daemon, monitor
 
         self.reap()
         record = ctrs.resolve_container(self.layout, ref)
         if not record.spec.get("argv"):
             raise InvalidArgument(f"container {record.name} has no command", hint="create it with 'overlayctl run'")
         if attach:
-            return self._monitor().run(self.layout, self.lock, record)
+            return monitor.run(self.layout, self.lock, record)
         return daemon.start_detached(self.layout, self.lock, record)
 
     def stop(self, ref: str, *, timeout: float = 10.0) -> bool:
         """SIGTERM, then SIGKILL after timeout; False if it was not running."""
+        from ..runtime import monitor
+
         record = ctrs.resolve_container(self.layout, ref)
-        return self._monitor().stop(self.layout, self.lock, record, timeout)
+        return monitor.stop(self.layout, self.lock, record, timeout)
 
     def exec(self, ref: str, command: Sequence[str], *, interactive: bool = False) -> int:
         """Run command inside a running container (all its namespaces and its root)."""
@@ -135,4 +132,6 @@ class RunningAPI(StoreBase):
         """Clean up after containers whose overlayctl monitor died."""
         if not os.path.isdir(self.layout.containers):
             return []
-        return self._monitor().reap_stale(self.layout, self.lock)
+        from ..runtime import monitor
+
+        return monitor.reap_stale(self.layout, self.lock)

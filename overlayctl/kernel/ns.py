@@ -155,6 +155,12 @@ def _on_each_cpu(attempt: Callable[[], T]) -> T:
     raise OSError(errno.EINVAL, "the kernel refused to pin the new mount namespace (namespace loop check)")
 
 
+def pin_namespace_of(pid: int, kind: str, pin: str) -> None:
+    """Pin a process's namespace of one kind ("net", "mnt", ...) onto the file pin."""
+    os.close(os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    _libc.mount(f"/proc/{pid}/ns/{kind}", pin, None, _libc.MS_BIND)
+
+
 def run_in_namespace(pin: str, action: Callable[[], T]) -> T:
     """Run action inside the pinned namespace and come back."""
     fd = os.open(pin, _NS_FLAGS)

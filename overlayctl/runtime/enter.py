@@ -38,17 +38,17 @@ def exec_in(record: ContainerRecord, state: RunState, argv: list[str], *, intera
         os.close(fd)
     # Now in the container's root: read its passwd and PATH from there.
     uid, gid, groups, home = process.resolve_user(spec.user)
-    env = process._environment(spec, record.hostname, home)
+    env = process.environment(spec, record.hostname, home)
     path = process.find_command(argv[0], env)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()  # the child is the one in the container's PID namespace
     if child == 0:
         os.close(status_r)
-        process._child(lambda: process._exec_command(path, spec, env, uid, gid, groups, status_w), status_w)
+        process.run_child(lambda: process.exec_command(path, spec, env, uid, gid, groups, status_w), status_w)
     os.close(status_w)
     previous = {sig: signal.signal(sig, lambda signum, frame: _forward(child, signum)) for sig in process.FORWARDED}
     try:
-        error = process._read_all(status_r)
+        error = process.read_until_eof(status_r)
         _, status = os.waitpid(child, 0)
     finally:
         for sig, handler in previous.items():

@@ -14,7 +14,7 @@ import signal
 from collections.abc import Callable
 
 from ..errors import InUse, NotFound, OverlayctlError
-from ..kernel import _libc, ns
+from ..kernel import ns
 from ..kernel.proc import is_alive, start_time, wait_gone
 from ..store import containers as ctrs
 from ..store.layout import StoreLayout
@@ -74,7 +74,7 @@ def run(
         raise
     previous = {sig: signal.signal(sig, lambda signum, frame: _forward(launched.pid, signum)) for sig in process.FORWARDED}
     try:
-        error = process._read_all(launched.status_fd)
+        error = process.read_until_eof(launched.status_fd)
         if not error and on_started:
             on_started(launched.pid)
         _, status = os.waitpid(launched.keeper, 0)
@@ -95,11 +95,12 @@ def _forward(pid: int, signum: int) -> None:
 
 def _start(layout, lock, record, spec, state):
     """Launch, then put PID 1 in its cgroup and network before letting it go."""
-    from .cgroups import Cgroup, Limits
-
     plan = ctrs.build_plan(layout, record, labels=False)
-    cgroup = Cgroup.create(record.id, Limits.from_json(spec.limits)) if spec.limits else None
-    if cgroup is not None:
+    cgroup = None
+    if spec.limits:
+        from .cgroups import Cgroup, Limits
+
+        cgroup = Cgroup.create(record.id, Limits.from_json(spec.limits))
         state = _save(layout, record, state, cgroup=cgroup.to_json())
     launched = process.launch(plan, spec, record.hostname)
     try:
@@ -107,7 +108,8 @@ def _start(layout, lock, record, spec, state):
             cgroup.add(launched.pid)
         network = None
         if spec.network != "host":
-            pin_network(layout, record.id, launched.pid)
+            ns.prepare_pin_dir(layout.netns_dir)
+            ns.pin_namespace_of(launched.pid, "net", layout.netns_pin(record.id))
         if spec.network == "bridge":
             network = _attach(layout, lock, record, launched.pid)
         state = _save(layout, record, state, pid=launched.pid, pid_start=start_time(launched.pid), network=network)
@@ -137,14 +139,6 @@ def _attach(layout, lock, record, pid: int) -> dict:
     address = allocate_address(layout, lock, record.id)
     config, _ = load_network(layout)
     return net.attach(config, record.id, pid, address)
-
-
-def pin_network(layout: StoreLayout, container_id: str, pid: int) -> None:
-    """Pin the container's network namespace (as ip netns does) for exec and cleanup."""
-    ns.prepare_pin_dir(layout.netns_dir)
-    pin = layout.netns_pin(container_id)
-    os.close(os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-    _libc.mount(f"/proc/{pid}/ns/net", pin, None, _libc.MS_BIND)
 
 
 def _finish(layout, lock, record, state: RunState, code: int | None, spec: RunSpec, *, error: str = "") -> None:

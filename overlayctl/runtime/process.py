@@ -56,20 +56,20 @@ def launch(plan: MountPlan, spec: RunSpec, hostname: str) -> Launched:
         # The monitor's ends must not stay open here: EOF is how each side learns the other is gone.
         for fd in (pid_r, go_w, status_r):
             os.close(fd)
-        _child(lambda: _keeper_main(monitor, plan, spec, hostname, pid_w, go_r, status_w), status_w)
+        run_child(lambda: _keeper_main(monitor, plan, spec, hostname, pid_w, go_r, status_w), status_w)
     for fd in (pid_w, go_r, status_w):
         os.close(fd)
     with os.fdopen(pid_r, "rb") as pipe:
         text = pipe.read().strip()
     if not text:
         os.close(go_w)
-        message = _read_all(status_r)
+        message = read_until_eof(status_r)
         os.waitpid(keeper, 0)
         raise OverlayctlError(message or "the container's namespaces could not be made")
     return Launched(int(text), keeper, go_w, status_r)
 
 
-def _child(main, status_w: int) -> None:
+def run_child(main, status_w: int) -> None:
     """Run main in a forked child; never return, report errors on the status pipe."""
     code = EXIT_SETUP_FAILED
     try:
@@ -93,7 +93,7 @@ def _report(fd: int, message: str) -> None:
         pass
 
 
-def _read_all(fd: int) -> str:
+def read_until_eof(fd: int) -> str:
     chunks = []
     while True:
         data = os.read(fd, 4096)
@@ -119,7 +119,7 @@ def _keeper_main(monitor: int, plan: MountPlan, spec: RunSpec, hostname: str, pi
     init = os.fork()
     if init == 0:
         os.close(pid_w)
-        _child(lambda: _init_main(plan, spec, hostname, go_r, status_w), status_w)
+        run_child(lambda: _init_main(plan, spec, hostname, go_r, status_w), status_w)
     os.write(pid_w, f"{init}\n".encode())
     for fd in (pid_w, go_r, status_w):
         os.close(fd)
@@ -141,11 +141,11 @@ def _init_main(plan: MountPlan, spec: RunSpec, hostname: str, go_r: int, status_
     os.close(go_r)
     _build_root(plan, spec, hostname)
     uid, gid, groups, home = resolve_user(spec.user)
-    env = _environment(spec, hostname, home)
+    env = environment(spec, hostname, home)
     path = find_command(spec.argv[0], env)
     command = os.fork()
     if command == 0:
-        _child(lambda: _exec_command(path, spec, env, uid, gid, groups, status_w), status_w)
+        run_child(lambda: exec_command(path, spec, env, uid, gid, groups, status_w), status_w)
     for sig in FORWARDED:
         signal.signal(sig, lambda signum, frame: _forward(command, signum))
     os.close(status_w)
@@ -193,7 +193,7 @@ def _reap_until(command: int) -> None:
             os._exit(exit_code_of(status))
 
 
-def _exec_command(path: str, spec: RunSpec, env: dict[str, str], uid: int, gid: int, groups: list[int], status_w: int) -> None:
+def exec_command(path: str, spec: RunSpec, env: dict[str, str], uid: int, gid: int, groups: list[int], status_w: int) -> None:
     for sig in FORWARDED:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -212,7 +212,7 @@ def _exec_command(path: str, spec: RunSpec, env: dict[str, str], uid: int, gid: 
         os._exit(EXIT_CANNOT_EXECUTE)
 
 
-def _environment(spec: RunSpec, hostname: str, home: str) -> dict[str, str]:
+def environment(spec: RunSpec, hostname: str, home: str) -> dict[str, str]:
     env = dict(item.partition("=")[::2] for item in spec.env)
     env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("HOSTNAME", hostname)
