@@ -43,7 +43,7 @@ class ImagesAPI(StoreBase):
         if not isinstance(source, str):
             return lyrs.from_tar(source), lambda: None
         if os.path.isdir(source):
-            return lyrs.from_directory(source, self.layout.staging), lambda: None
+            return lyrs.from_directory(source), lambda: None
         try:
             stream = open(source, "rb")
         except FileNotFoundError:

@@ -14,7 +14,6 @@ import os
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # Syscall numbers: the mount API numbers are shared by all architectures.
-SYS_open_tree = 428
 SYS_move_mount = 429
 SYS_fsopen = 430
 SYS_fsconfig = 431
@@ -39,11 +38,9 @@ MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
-MS_MOVE = 0x2000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MS_SLAVE = 0x80000
-MS_SHARED = 0x100000
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
 
@@ -227,7 +224,6 @@ def mount_id(path: str) -> int:
 _prctl = _bind("prctl", ctypes.c_int, [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong])
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
-PR_SET_CHILD_SUBREAPER = 36
 
 
 def prctl(option: int, arg2: int = 0) -> None:

@@ -195,7 +195,7 @@ def translate_error(exc: OSError, plan: MountPlan | None, call: str, detail: str
     kw = dict(errno=code, call=call, detail=detail)
     if code in (errno.EPERM, errno.EACCES):
         return NotPermitted(f"{call}: permission denied", hint="overlay mounts need root (CAP_SYS_ADMIN)", **kw)
-    if code == errno.ENODEV and call.startswith("fsopen") or code == errno.ENODEV and plan is not None:
+    if code == errno.ENODEV:
         return OverlayUnsupported(
             "the kernel has no overlay filesystem", hint="load it with 'modprobe overlay'", **kw
         )

@@ -145,11 +145,12 @@ def _finish(layout, lock, record, state: RunState, code: int | None, spec: RunSp
     """Everything a container leaves when it ends: cgroup, pins, veth, state; --rm."""
     from .cgroups import Cgroup
 
-    oom = False
+    oom, extra = False, dict(state.extra)
     if state.cgroup:
         cgroup = Cgroup.from_json(state.cgroup)
         with contextlib.suppress(OSError, OverlayctlError):
             oom = cgroup.oom_killed()
+            extra["memory_peak"] = cgroup.memory_peak()
         with contextlib.suppress(OSError, OverlayctlError):
             cgroup.kill_all()
             cgroup.remove()
@@ -161,7 +162,7 @@ def _finish(layout, lock, record, state: RunState, code: int | None, spec: RunSp
         if spec.auto_remove:
             _remove(layout, lock, record)
             return
-        write_state(layout, record.id, state.exited(code, oom_killed=oom, error=error))
+        write_state(layout, record.id, state.exited(code, oom_killed=oom, error=error, extra=extra))
 
 
 def _detach(layout: StoreLayout, container_id: str) -> None:

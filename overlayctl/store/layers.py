@@ -99,7 +99,7 @@ def from_tar(source: BinaryIO):
     return fill
 
 
-def from_directory(src: str, scratch_root: str):
+def from_directory(src: str):
     """A fill function that copies a directory through its canonical tar.
 
     Going through the tar makes the stored files exactly what the diff_id

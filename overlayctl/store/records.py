@@ -82,10 +82,6 @@ class LayerRecord:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
-#: The runtime configuration keys an image carries (OCI config.config).
-CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "Labels", "User")
-
-
 @dataclass(frozen=True, slots=True)
 class ImageRecord:
     """An image: an OCI image config; its sha256 is the image ID.
