@@ -143,10 +143,10 @@ def _attach(layout, lock, record, pid: int) -> dict:
 
 def _finish(layout, lock, record, state: RunState, code: int | None, spec: RunSpec, *, error: str = "") -> None:
     """Everything a container leaves when it ends: cgroup, pins, veth, state; --rm."""
-    from .cgroups import Cgroup
-
     oom, extra = False, dict(state.extra)
     if state.cgroup:
+        from .cgroups import Cgroup
+
         cgroup = Cgroup.from_json(state.cgroup)
         with contextlib.suppress(OSError, OverlayctlError):
             oom = cgroup.oom_killed()
