@@ -17,7 +17,7 @@ VENV_STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 # Debian packages the test suite, the demo and the lint target need.
-APT_PKGS    := busybox-static shellcheck vagrant docker.io
+APT_PKGS    := busybox-static shellcheck vagrant docker.io iproute2 util-linux tar
 # Needed only to create the virtualenv.
 VENV_PKGS   := python3 python3-venv
 

@@ -47,8 +47,8 @@ def leftovers(store, container_id: str) -> list[str]:
     for path in (store.layout.netns_pin(container_id), store.layout.pin(container_id)):
         if os.path.exists(path):
             found.append(path)
-    for controller in ("memory", "pids", "cpu", "freezer", "unified"):
-        path = f"/sys/fs/cgroup/{controller}/overlayctl/{container_id}"
+    for controller in ("memory", "pids", "cpu", "freezer", "unified", "."):  # v1 controllers, v2
+        path = os.path.normpath(f"/sys/fs/cgroup/{controller}/overlayctl/{container_id}")
         if os.path.exists(path):
             found.append(path)
     if os.path.exists(f"/sys/class/net/veth{container_id[:8]}"):
