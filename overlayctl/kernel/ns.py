@@ -1,4 +1,4 @@
-"""Mount namespaces: make one, pin it to a file, enter it, read it, drop it.
+"""Namespaces: make a mount namespace, pin namespaces to files, enter, read, drop.
 
 A pin works like ``ip netns``: the namespace's ``/proc/<pid>/ns/mnt`` is
 bind-mounted onto an empty file under the run root, which keeps the
