@@ -107,7 +107,7 @@ def busybox_rootfs(tmp_path_factory):
     if busybox is None:
         pytest.skip("busybox is not installed (make test installs busybox-static)")
     root = tmp_path_factory.mktemp("busybox-rootfs")
-    for d in ("bin", "etc", "tmp", "root", "var/www"):
+    for d in ("bin", "etc", "tmp", "root", "var/www", "srv"):
         (root / d).mkdir(parents=True)
     shutil.copy2(busybox, root / "bin" / "busybox")
     import subprocess

@@ -69,9 +69,11 @@ def upper_changes(upper: str, lowers: list[str]) -> list[Change]:
     """Changes recorded in upper relative to lowers (top first), sorted by path."""
     changes: list[Change] = []
 
-    def walk(rel: str) -> None:
+    def walk(rel: str) -> bool:
+        """Record the changes below rel; whether there were any."""
         directory = os.path.join(upper, rel) if rel else upper
         names = sorted(os.listdir(directory))
+        before = len(changes)
         if rel and _is_opaque(directory):
             for hidden in sorted(lower_children(lowers, rel) - set(names)):
                 changes.append(Change("D", f"/{rel}/{hidden}"))
@@ -82,9 +84,31 @@ def upper_changes(upper: str, lowers: list[str]) -> list[Change]:
                 if lower_exists(lowers, child):
                     changes.append(Change("D", "/" + child))
                 continue
-            changes.append(Change("C" if lower_exists(lowers, child) else "A", "/" + child))
-            if stat.S_ISDIR(st.st_mode):
-                walk(child)
+            if not lower_exists(lowers, child):
+                changes.append(Change("A", "/" + child))
+                if stat.S_ISDIR(st.st_mode):
+                    walk(child)
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                changes.append(Change("C", "/" + child))
+                continue
+            # A lower directory copied up: changed if anything below it
+            # changed or its owner or mode did (its mtime alone is no
+            # change, as docker diff has it).
+            here = len(changes)
+            if walk(child) or _is_opaque(os.path.join(upper, child)) or _metadata_differs(st, lowers, child):
+                changes.insert(here, Change("C", "/" + child))
+        return len(changes) > before
 
     walk("")
     return sorted(changes, key=lambda c: c.path)
+
+
+def _metadata_differs(st: os.stat_result, lowers: list[str], rel: str) -> bool:
+    for layer in lowers:
+        try:
+            below = os.lstat(os.path.join(layer, rel))
+        except OSError:
+            continue
+        return (st.st_mode, st.st_uid, st.st_gid) != (below.st_mode, below.st_uid, below.st_gid)
+    return True

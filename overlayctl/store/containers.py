@@ -25,6 +25,10 @@ ff02::2\tip6-allrouters
 """
 
 
+#: Where a running container mounts its own filesystems.
+MOUNT_POINTS = ("dev", "proc", "sys")
+
+
 def container_ids(layout: StoreLayout) -> list[str]:
     try:
         return os.listdir(layout.containers)
@@ -129,9 +133,13 @@ def write_init_layer(init: str, hostname: str, address: str | None = None) -> No
     """The files every container gets between its image and its upper.
 
     Like Docker's "-init" layer: they shadow the image's copies, so the
-    image's own /etc stays as it was.
+    image's own /etc stays as it was.  The mount points of a running
+    container (/dev, /proc, /sys) are made here too, so they never land in
+    the upper, its diff or its commits.
     """
     os.mkdir(f"{init}/etc", 0o755)
+    for mount_point in MOUNT_POINTS:
+        os.mkdir(f"{init}/{mount_point}", 0o755)
     files = {
         "hostname": f"{hostname}\n",
         "hosts": HOSTS_TEMPLATE.format(hostname=hostname, address=address.split("/")[0] if address else "127.0.1.1"),

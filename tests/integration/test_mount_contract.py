@@ -98,6 +98,19 @@ def test_copy_up_whiteout_and_opaque(store, base, api):
     assert ("C", "/data/keep.txt") not in changes
 
 
+def test_diff_ignores_a_directorys_mtime_alone(store, base, api):
+    """Copied up with no change below it and the same mode: not a change (as docker diff)."""
+    ctr = store.create_container("base", name="c")
+    store.mount("c", host=True, api=api)
+    merged = store.layout.merged(ctr.id)
+    os.mkdir(f"{merged}/opt/app/tmp")
+    os.rmdir(f"{merged}/opt/app/tmp")
+    assert os.path.isdir(f"{store.layout.upper(ctr.id)}/opt/app")  # copied up
+    assert store.diff("c") == []
+    os.chmod(f"{merged}/opt/app", 0o700)
+    assert [(c.kind, c.path) for c in store.diff("c")] == [("C", "/opt"), ("C", "/opt/app")]
+
+
 def test_plan_mount_and_mountinfo_agree(store, base, api):
     ctr = store.create_container("base", name="c")
     plan = store.plan("c", links=api is MountApi.CLASSIC)
