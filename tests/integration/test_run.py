@@ -375,3 +375,17 @@ def test_running_container_mounts_and_killed_pid1(ctl):
     assert after["state"] == "exited" and after["exit_code"] == 137
     assert leftovers(ctl.store, state["id"]) == []
     ctl("rm", "k")
+
+
+def test_cpu_quota_is_set_while_running(ctl):
+    ctl("run", "-d", "--name", "cpu", "--cpus", "0.5", "busybox", "--", "sleep", "30")
+    state = json.loads(ctl("container", "inspect", "cpu", "--json").stdout)
+    paths = state["run"]["cgroup"]["paths"]
+    assert state["spec"]["limits"]["cpus"] == 0.5
+    if "cpu" in paths:  # cgroup v1
+        assert open(f"{paths['cpu']}/cpu.cfs_quota_us").read().strip() == "50000"
+        assert str(state["pid"]) in open(f"{paths['cpu']}/cgroup.procs").read().split()
+    else:  # cgroup v2
+        assert open(f"{paths['unified']}/cpu.max").read().split()[0] == "50000"
+    ctl("rm", "-f", "cpu")
+    assert leftovers(ctl.store, state["id"]) == []
