@@ -95,7 +95,10 @@ def _forward(pid: int, signum: int) -> None:
 
 def _start(layout, lock, record, spec, state):
     """Launch, then put PID 1 in its cgroup and network before letting it go."""
-    plan = ctrs.build_plan(layout, record, labels=False)
+    from ..kernel.mount import MountApi, default_api
+
+    # Short links only where mount(2) is used: its options must fit in a page.
+    plan = ctrs.build_plan(layout, record, labels=False, links=default_api() is MountApi.CLASSIC)
     cgroup = None
     if spec.limits:
         from .cgroups import Cgroup, Limits
