@@ -76,7 +76,7 @@ class RunningAPI(StoreBase):
         In the background (the default): returns its PID 1 once its command
         runs.  With ``attach``: in the foreground, returning its exit code.
         """
-        from ..runtime import daemon, monitor
+        from ..runtime import monitor
 
         self.reap()
         record = ctrs.resolve_container(self.layout, ref)
@@ -84,6 +84,8 @@ class RunningAPI(StoreBase):
             raise InvalidArgument(f"container {record.name} has no command", hint="create it with 'overlayctl run'")
         if attach:
             return monitor.run(self.layout, self.lock, record)
+        from ..runtime import daemon
+
         return daemon.start_detached(self.layout, self.lock, record)
 
     def stop(self, ref: str, *, timeout: float = 10.0) -> bool:

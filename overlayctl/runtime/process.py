@@ -153,8 +153,6 @@ def _init_main(plan: MountPlan, spec: RunSpec, hostname: str, go_r: int, status_
 
 
 def _build_root(plan: MountPlan, spec: RunSpec, hostname: str) -> None:
-    import socket
-
     from ..kernel import mount as kmount
     from . import rootfs
 
@@ -163,13 +161,11 @@ def _build_root(plan: MountPlan, spec: RunSpec, hostname: str) -> None:
     rootfs.bind_volumes(plan.target, spec.volumes)
     rootfs.mount_proc_sys(plan.target, own_sysfs=spec.network != "host")
     rootfs.mount_dev(plan.target)
+    _libc.sethostname(hostname)
     if spec.network != "host":
-        socket.sethostname(hostname)
         from ..kernel.netif import loopback_up
 
         loopback_up()
-    else:
-        socket.sethostname(hostname)
     rootfs.pivot(plan.target)
     workdir = spec.workdir or "/"
     os.makedirs(workdir, exist_ok=True)  # as Docker does for a missing WorkingDir
