@@ -152,10 +152,16 @@ class ContainersAPI(StoreBase):
 
         record = ctrs.resolve_container(self.layout, ref)
         with self.lock:
-            done = ns.drop_pin(self.layout.pin(record.id))
-            if done:
-                # The last pin gone: leave no bind mount of the pin dir behind.
-                ns.release_pin_dir_if_unused(self.layout.ns_dir)
+            pin = self.layout.pin(record.id)
+            if ns.is_pinned(pin):
+                # Unmount inside first: dropping the pin alone would leave the
+                # overlay's teardown (and the sync of its upper) to a kernel
+                # worker, still running when this returns.
+                merged = self.layout.merged(record.id)
+                ns.run_in_namespace(pin, lambda: kmount.unmount(merged, detach=False))
+            # The pin dir's own bind mount stays (as ip netns keeps /run/netns):
+            # the next mount needs it; the last container's removal releases it.
+            done = ns.drop_pin(pin)
             if ns.is_mount_point(self.layout.merged(record.id)):
                 done = kmount.unmount(self.layout.merged(record.id)) or done
             if done and any(k == "volatile" for k, _ in record.options):
@@ -241,6 +247,7 @@ class ContainersAPI(StoreBase):
                     raise InUse(f"container {record.name} is mounted", hint="unmount it first or use -f")
                 self.unmount(record.id)
             ns.remove_pin_file(self.layout.pin(record.id))
+            ns.release_pin_dir_if_unused(self.layout.ns_dir)
             if record.address:
                 from ..store.network import release_address
 

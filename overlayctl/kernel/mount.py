@@ -125,9 +125,7 @@ def _apply_new(plan: MountPlan) -> None:
         calls = fsconfig_strings(plan)
         try:
             # The hot loop of a deep mount: one call per layer, nothing else.
-            set_string, fsconfig = _libc.FSCONFIG_SET_STRING, _libc.fsconfig
-            for key, value in calls[: len(plan.lowers)]:
-                fsconfig(fd, set_string, key, value)
+            _libc.add_lowers(fd, [value for _, value in calls[: len(plan.lowers)]])
         except OSError as exc:
             raise _MountFailed(exc, "fsconfig(lowerdir+)", _read_fs_context(fd)) from exc
         for key, value in calls[len(plan.lowers) :]:
