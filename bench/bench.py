@@ -474,23 +474,13 @@ def bench_cli(results: Results, store) -> None:
 
 
 def make_busybox_rootfs(path: Path) -> int:
-    """A rootfs like the demo's: the host's busybox with its applet links."""
-    busybox = shutil.which("busybox")
-    if busybox is None:
+    """The tests' busybox rootfs: the host's busybox with its applet links."""
+    from tests.rootfs import build_busybox_rootfs
+
+    applets = build_busybox_rootfs(path)
+    if applets is None:
         raise SystemExit("bench: no busybox on this host; install busybox-static (make deps)")
-    for sub in ("bin", "etc", "data", "opt/app", "tmp", "root"):
-        (path / sub).mkdir(parents=True)
-    shutil.copy2(busybox, path / "bin" / "busybox")
-    applets = subprocess.run([busybox, "--list"], check=True, capture_output=True, text=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (path / "bin" / applet).symlink_to("busybox")
-    (path / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (path / "etc" / "group").write_text("root:x:0:\n")
-    (path / "etc" / "motd").write_text("Welcome.\n")
-    (path / "data" / "old.txt").write_text("old\n")
-    (path / "opt" / "app" / "version").write_text("v1\n")
-    return len(applets)
+    return applets
 
 
 def bench_busybox(results: Results, store, base: Path) -> Path:

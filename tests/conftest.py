@@ -101,25 +101,11 @@ def rootfs(tmp_path):
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory):
     """A root filesystem with the host's static busybox and all its applets."""
-    import shutil
+    from .rootfs import build_busybox_rootfs
 
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("busybox is not installed (make test installs busybox-static)")
     root = tmp_path_factory.mktemp("busybox-rootfs")
-    for d in ("bin", "etc", "tmp", "root", "var/www", "srv"):
-        (root / d).mkdir(parents=True)
-    shutil.copy2(busybox, root / "bin" / "busybox")
-    import subprocess
-
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
-    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    (root / "etc" / "motd").write_text("from the image\n")
-    (root / "var" / "www" / "index.html").write_text("hello from the web\n")
+    if build_busybox_rootfs(root) is None:
+        pytest.skip("busybox is not installed (make test installs busybox-static)")
     return root
 
 

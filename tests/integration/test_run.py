@@ -197,16 +197,15 @@ def test_stdin_passes_through_with_i(ctl):
     assert ctl("run", "--rm", "busybox", "--", "cat").stdout == ""  # without -i: /dev/null
 
 
-def test_killed_overlayctl_leaves_no_leak(ctl):
-    """SIGKILL of the monitor takes the container with it; the next command cleans up."""
-    store = ctl.store
+def run_then_kill(store, *args: str) -> str:
+    """Start 'overlayctl run ARGS' (printing "ready" first), SIGKILL it; the container ID."""
     cmd = [sys.executable, "-m", "overlayctl", "--root", store.layout.root, "--run-root", store.layout.run_root,
-           "run", "--name", "victim", "--memory", "64m", "busybox", "--", "sh", "-c", "echo ready; sleep 60"]
+           "run", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline() == "ready\n"
-        state = store.container("victim").run
-        pid1 = state.pid
+        state = store.container("victim")
+        pid1 = state.run.pid
         proc.kill()
         proc.wait()
     finally:
@@ -217,10 +216,16 @@ def test_killed_overlayctl_leaves_no_leak(ctl):
     while os.path.exists(f"/proc/{pid1}") and time.time() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{pid1}")  # PR_SET_PDEATHSIG took PID 1 down
-    record_id = store.container("victim").record.id
+    return state.record.id
+
+
+def test_killed_overlayctl_leaves_no_leak(ctl):
+    """SIGKILL of the monitor takes the container with it; the next command cleans up."""
+    record_id = run_then_kill(ctl.store, "--name", "victim", "--memory", "64m", "busybox", "--", "sh", "-c",
+                              "echo ready; sleep 60")
     listed = json.loads(ctl("ps", "-a", "--json").stdout)  # any command reaps
     assert listed[0]["state"] == "exited" and "monitor died" in listed[0]["run"]["error"]
-    assert leftovers(store, record_id) == []
+    assert leftovers(ctl.store, record_id) == []
     ctl("rm", "victim")
 
 
@@ -318,19 +323,8 @@ def test_container_mount_refused_while_running(ctl):
 def test_killed_overlayctl_on_the_bridge_leaves_no_leak(ctl, bridge):
     name, _ = bridge
     store = ctl.store
-    cmd = [sys.executable, "-m", "overlayctl", "--root", store.layout.root, "--run-root", store.layout.run_root,
-           "run", "--name", "victim", "--network", "bridge", "busybox", "--", "sh", "-c", "echo ready; sleep 60"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout.readline() == "ready\n"
-        record_id = store.container("victim").record.id
-        assert os.path.exists(f"/sys/class/net/veth{record_id[:8]}")
-        proc.kill()
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    record_id = run_then_kill(store, "--name", "victim", "--network", "bridge", "busybox", "--", "sh", "-c",
+                              "echo ready; sleep 60")
     ctl("ps")  # any command reaps
     assert leftovers(store, record_id) == []
     assert not os.path.exists(f"/sys/class/net/{name}")
