@@ -448,7 +448,9 @@ def bench_api(results: Results, store) -> None:
         if n == 100:
             ratio = median(mounts) / median(floors)
             goal, met = f"<= {GOAL_API_RATIO}x side-by-side floor", ratio <= GOAL_API_RATIO
-        row = results.add("api", "LayerStore.mount", mounts, n=n, lowers=depth + 1, floor_n=n, goal=goal, met=met, note=note)
+        row = results.add(
+            "api", "LayerStore.mount", mounts, n=n, lowers=depth + 1, floor_n=n, goal=goal, met=met, note=note
+        )
         row["ratio_side_by_side"] = median(mounts) / median(floors)
         print(f"  {'':34} {'':>4} side by side with the raw mount: {row['ratio_side_by_side']:.2f}x", flush=True)
         results.add("api", "LayerStore.unmount", unmounts, n=n, lowers=depth + 1, floor_n=n, note=note)
@@ -515,12 +517,17 @@ def bench_cli(results: Results, store) -> None:
         if n == 125:
             goal, met = f"<= {GOAL_CLI_MOUNT:.2f} s", median(times) <= GOAL_CLI_MOUNT
         results.add(
-            "cli", "overlayctl container mount", times, n=n, lowers=depth + 1, floor_n=n,
-            goal=goal, met=met, note=f"image of {depth} layers + init layer",
+            "cli",
+            "overlayctl container mount",
+            times,
+            n=n,
+            lowers=depth + 1,
+            floor_n=n,
+            goal=goal,
+            met=met,
+            note=f"image of {depth} layers + init layer",
         )
-    times = sample(
-        lambda: subprocess.run([CLI, "--help"], check=True, stdout=subprocess.DEVNULL), 50, warmup=3
-    )
+    times = sample(lambda: subprocess.run([CLI, "--help"], check=True, stdout=subprocess.DEVNULL), 50, warmup=3)
     results.add("cli", "overlayctl --help", times, goal=f"<= {GOAL_HELP:.2f} s", met=median(times) <= GOAL_HELP)
 
 
@@ -662,8 +669,13 @@ def bench_docker_run(base: Path, rootfs: Path) -> tuple[list[float], str]:
 
                 def docker_run() -> None:
                     done = subprocess.run(
-                        argv, check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                        text=True, timeout=DOCKER_CALL_TIMEOUT,
+                        argv,
+                        check=False,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        timeout=DOCKER_CALL_TIMEOUT,
                     )
                     if done.returncode != 0:
                         raise DockerUnavailable(f"docker run: {last_line(done.stderr) or f'exit {done.returncode}'}")
@@ -755,8 +767,10 @@ def main() -> int:
         cleanup(store, base)
     print_summary(results)
     RESULTS.write_text(json.dumps(results.to_json(), indent=2) + "\n")
-    print(f"\nwrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}"
-          f" ({time.perf_counter() - started:.0f} s)")
+    print(
+        f"\nwrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}"
+        f" ({time.perf_counter() - started:.0f} s)"
+    )
     return 0
 
 

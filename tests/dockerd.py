@@ -133,9 +133,19 @@ class PrivateDockerd:
         # Not /etc/docker/daemon.json, and the key file in tmp, not /etc/docker.
         config.write_text(json.dumps({"deprecated-key-path": str(self.tmp / "key.json")}) + "\n")
         argv = [
-            self.dockerd, "--config-file", str(config), "--iptables=false", "--bridge=none",
-            "--data-root", str(self.tmp / "docker"), "--exec-root", str(self.tmp / "docker-exec"),
-            "--pidfile", str(self.tmp / "docker.pid"), "-H", self.docker.host,
+            self.dockerd,
+            "--config-file",
+            str(config),
+            "--iptables=false",
+            "--bridge=none",
+            "--data-root",
+            str(self.tmp / "docker"),
+            "--exec-root",
+            str(self.tmp / "docker-exec"),
+            "--pidfile",
+            str(self.tmp / "docker.pid"),
+            "-H",
+            self.docker.host,
         ]
         with open(self.log, "wb") as log:
             # A session of its own: Ctrl-C reaches the caller, which stops it in order.
@@ -175,8 +185,10 @@ class PrivateDockerd:
             try:
                 self.proc.wait(DOCKERD_STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                print(f"dockerd: {self.proc.pid} ignored SIGTERM for {DOCKERD_STOP_TIMEOUT:.0f} s; SIGKILL",
-                      file=sys.stderr)
+                print(
+                    f"dockerd: {self.proc.pid} ignored SIGTERM for {DOCKERD_STOP_TIMEOUT:.0f} s; SIGKILL",
+                    file=sys.stderr,
+                )
                 self.proc.kill()
                 self.proc.wait()
         # A daemon killed hard leaves its containerd and shims: their command

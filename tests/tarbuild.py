@@ -69,8 +69,7 @@ def _info(entry: Entry) -> tuple[tarfile.TarInfo, bytes]:
         data = entry.data.encode() if isinstance(entry.data, str) else entry.data
         info.size = len(data)
     info.pax_headers = {
-        "SCHILY.xattr." + name: value.decode("utf-8", "surrogateescape")
-        for name, value in entry.xattrs.items()
+        "SCHILY.xattr." + name: value.decode("utf-8", "surrogateescape") for name, value in entry.xattrs.items()
     }
     info.pax_headers.update(entry.pax)
     return info, data
@@ -79,8 +78,9 @@ def _info(entry: Entry) -> tuple[tarfile.TarInfo, bytes]:
 def build_tar(entries: list[Entry | tuple], *, format: str = "pax") -> bytes:
     """The bytes of an uncompressed tar holding ``entries`` in the given order."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=_FORMATS[format],
-                      encoding="utf-8", errors="surrogateescape") as tar:
+    with tarfile.open(
+        fileobj=buf, mode="w", format=_FORMATS[format], encoding="utf-8", errors="surrogateescape"
+    ) as tar:
         for item in entries:
             entry = item if isinstance(item, Entry) else Entry(*item)
             info, data = _info(entry)
@@ -96,8 +96,8 @@ def write_tar(path: str, entries: list[Entry | tuple], **kwargs: str) -> None:
 
 def patch_header(data: bytes, offset: int, start: int, raw: bytes) -> bytes:
     """Overwrite bytes of the header block at ``offset`` and fix its checksum."""
-    block = bytearray(data[offset:offset + 512])
-    block[start:start + len(raw)] = raw
+    block = bytearray(data[offset : offset + 512])
+    block[start : start + len(raw)] = raw
     block[148:156] = b" " * 8
     block[148:156] = b"%06o\0 " % sum(block)
-    return data[:offset] + bytes(block) + data[offset + 512:]
+    return data[:offset] + bytes(block) + data[offset + 512 :]

@@ -72,9 +72,7 @@ class HashingReader:
         try:
             chunk = self._raw.read(size)
         except (OSError, EOFError, zlib.error) as exc:
-            raise ArchiveError(
-                f"corrupt {self._what} at uncompressed byte {self.position}: {exc}"
-            ) from exc
+            raise ArchiveError(f"corrupt {self._what} at uncompressed byte {self.position}: {exc}") from exc
         if chunk:
             self._digest.update(chunk)
             used = len(chunk.rstrip(b"\0"))
@@ -163,7 +161,7 @@ def parse_pax_records(data: bytes, offset: int) -> dict[str, str]:
         end = pos + int(digits)
         if end > len(data) or end <= space + 1 or data[end - 1] != 0x0A:
             raise _bad_pax(offset, f"bad record length at byte {pos}")
-        key, eq, value = data[space + 1:end - 1].partition(b"=")
+        key, eq, value = data[space + 1 : end - 1].partition(b"=")
         if not eq or not key:
             raise _bad_pax(offset, f"record without a key at byte {pos}")
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
@@ -194,9 +192,7 @@ class CheckedInfo(tarfile.TarInfo):
         if self.type == tarfile.GNUTYPE_SPARSE:
             raise ArchiveError(f"sparse file at offset {self.offset}: sparse files are not supported")
         if self.type in _META_TYPES + _LONG_TYPES and self.size > _MAX_META_SIZE:
-            raise ArchiveError(
-                f"extended tar header at offset {self.offset} is too large ({self.size} bytes)"
-            )
+            raise ArchiveError(f"extended tar header at offset {self.offset} is too large ({self.size} bytes)")
         if self.type in _META_TYPES:
             return self._proc_pax(tar)
         return super()._proc_member(tar)
@@ -225,9 +221,7 @@ class CheckedInfo(tarfile.TarInfo):
         try:
             return self.fromtarfile(tar)
         except tarfile.HeaderError as exc:
-            raise ArchiveError(
-                f"bad tar header after the extended header at offset {self.offset}: {exc}"
-            ) from None
+            raise ArchiveError(f"bad tar header after the extended header at offset {self.offset}: {exc}") from None
 
 
 class TarReader:

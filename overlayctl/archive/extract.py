@@ -250,8 +250,9 @@ class _Layer:
             os.mknod(base, wh.WHITEOUT_MODE, wh.WHITEOUT_DEVICE, dir_fd=pfd)
         self._whiteouts.add(target)
 
-    def _create(self, pfd: int, base: str, parts: Parts, member: tarfile.TarInfo,
-                reader: TarReader, label: str) -> None:
+    def _create(
+        self, pfd: int, base: str, parts: Parts, member: tarfile.TarInfo, reader: TarReader, label: str
+    ) -> None:
         if not parts and not member.isdir():
             raise ArchiveError(f"{label}: the layer root must be a directory")
         if parts:
@@ -273,8 +274,7 @@ class _Layer:
         else:
             raise ArchiveError(f"{label}: unsupported entry type {member.type!r}")
 
-    def _set_attrs(self, pfd: int, base: str, parts: Parts, member: tarfile.TarInfo,
-                   attrs: _Attrs) -> None:
+    def _set_attrs(self, pfd: int, base: str, parts: Parts, member: tarfile.TarInfo, attrs: _Attrs) -> None:
         # Order matters: chown clears setuid/setgid and file capabilities, so the
         # mode and xattrs come after it; mtime last, as the others touch ctime only.
         os.chown(base, attrs.uid, attrs.gid, dir_fd=pfd, follow_symlinks=False)
@@ -302,8 +302,7 @@ class _Layer:
                     raise ArchiveError(f"{label}: hardlink to a directory")
                 with self._place(parts, label) as (pfd, base):
                     self._clear(pfd, base, parts, label, keep_dir=False)
-                    os.link(target[-1], base, src_dir_fd=tfd, dst_dir_fd=pfd,
-                            follow_symlinks=False)
+                    os.link(target[-1], base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
             raise absent from None
 

@@ -41,7 +41,7 @@ class _HashingWriter:
         view = memoryview(data)
         while view:
             written = self._out.write(view)
-            view = view[len(view) if written is None else written:]
+            view = view[len(view) if written is None else written :]
         return len(data)
 
     def diff_id(self) -> str:
@@ -58,8 +58,7 @@ def write_layer_tar(src: str, out: BinaryIO) -> str:
     written to ``out`` are then useless. ``src`` must not change meanwhile.
     """
     sink = _HashingWriter(out)
-    tar = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT,
-                       encoding="utf-8", errors="surrogateescape")
+    tar = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
     root = os.open(src, _DIR)
     try:
         _Exporter(tar).export(root)

@@ -45,9 +45,7 @@ ALT_WHITEOUT_XATTR = "trusted.overlay.whiteout"
 # An upper carrying these is not a complete changeset: a redirected dir holds
 # only what changed, and a metacopy file holds no data (doc 5.4).
 INCOMPLETE_XATTRS = frozenset(
-    prefix + suffix
-    for prefix in OVERLAY_XATTR_PREFIXES
-    for suffix in ("redirect", "metacopy")
+    prefix + suffix for prefix in OVERLAY_XATTR_PREFIXES for suffix in ("redirect", "metacopy")
 )
 
 PAX_XATTR_PREFIX = "SCHILY.xattr."
@@ -84,7 +82,7 @@ def whiteout_from_oci(basename: str) -> tuple[EntryKind, str]:
         return EntryKind.AUFS_META, basename
     if not basename.startswith(WHITEOUT_PREFIX):
         return EntryKind.ENTRY, basename
-    target = basename[len(WHITEOUT_PREFIX):]
+    target = basename[len(WHITEOUT_PREFIX) :]
     if not target:
         raise ArchiveError(f"invalid whiteout {basename!r}: it names no entry")
     if target in (".", ".."):
@@ -115,5 +113,5 @@ def xattr_to_pax(name: str) -> str:
 def xattr_from_pax(keyword: str) -> str | None:
     """The xattr name a PAX record keyword carries, or None for other records."""
     if keyword.startswith(PAX_XATTR_PREFIX):
-        return keyword[len(PAX_XATTR_PREFIX):]
+        return keyword[len(PAX_XATTR_PREFIX) :]
     return None

@@ -15,7 +15,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 def config_options(func):
     """--cmd/--entrypoint/--env/--workdir, as docker import --change spells them."""
     options = [
-        click.option("--cmd", help='Default command: shell words or a JSON array, e.g. \'["sh"]\'.'),
+        click.option("--cmd", help="Default command: shell words or a JSON array, e.g. '[\"sh\"]'."),
         click.option("--entrypoint", help="Entrypoint: shell words or a JSON array."),
         click.option("-e", "--env", multiple=True, help="Set KEY=VALUE in the image's Env (repeatable)."),
         click.option("-w", "--workdir", help="Default working directory (absolute)."),

@@ -63,7 +63,17 @@ def ls(ctx, as_json: bool) -> None:
     for s in states:
         tags = store.tags(s.record.image)
         image = tags[0] if tags else short(s.record.image)
-        rows.append((s.record.name, short(s.record.id), image, s.run.describe(), s.run.pid or "", s.mounted or "no", when(s.record.created)))
+        rows.append(
+            (
+                s.record.name,
+                short(s.record.id),
+                image,
+                s.run.describe(),
+                s.run.pid or "",
+                s.mounted or "no",
+                when(s.record.created),
+            )
+        )
     print_table(["NAME", "ID", "IMAGE", "STATE", "PID", "MOUNTED", "CREATED"], rows)
 
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from ._output import config_changes, config_options, human_size, json_option, print_json, print_table, short, store_from, when
+from ._output import (
+    config_changes,
+    config_options,
+    human_size,
+    json_option,
+    print_json,
+    print_table,
+    short,
+    store_from,
+    when,
+)
 
 
 @click.group()
@@ -82,7 +92,9 @@ def ls(ctx, as_json: bool) -> None:
     for record in images:
         tags = store.tags(record.id) or ["<none>"]
         for tag in tags:
-            rows.append((tag, short(record.id), len(record.layers), human_size(store.image_size(record)), when(record.created)))
+            rows.append(
+                (tag, short(record.id), len(record.layers), human_size(store.image_size(record)), when(record.created))
+            )
     print_table(["TAG", "IMAGE", "LAYERS", "SIZE", "CREATED"], rows)
 
 
@@ -151,7 +163,9 @@ def tree(ctx, as_json: bool) -> None:
         branch = "" if top else ("└─ " if last else "├─ ")
         tags = ", ".join(node["tags"]) or "<none>"
         size = f"+{human_size(node['own_size'])}" if not top else human_size(node["own_size"])
-        click.echo(f"{prefix}{branch}{short(node['id'])}  {tags}  {size}  (total {human_size(node['size'])}, {node['layers']} layers)")
+        layers = f"{node['layers']} layer" + ("s" if node["layers"] != 1 else "")
+        total = f"(total {human_size(node['size'])}, {layers})"
+        click.echo(f"{prefix}{branch}{short(node['id'])}  {tags}  {size}  {total}")
         children = node["children"]
         for i, child in enumerate(children):
             draw(child, prefix + ("" if top else ("   " if last else "│  ")), i == len(children) - 1, False)

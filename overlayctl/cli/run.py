@@ -116,7 +116,17 @@ def ps(ctx, show_all: bool, as_json: bool) -> None:
     for s in states:
         tags = store.tags(s.record.image)
         command = " ".join(s.record.spec.get("argv", []))
-        rows.append((s.record.name, short(s.record.id), tags[0] if tags else short(s.record.image), command[:30], s.run.describe(), s.run.pid or "", when(s.record.created)))
+        rows.append(
+            (
+                s.record.name,
+                short(s.record.id),
+                tags[0] if tags else short(s.record.image),
+                command[:30],
+                s.run.describe(),
+                s.run.pid or "",
+                when(s.record.created),
+            )
+        )
     print_table(["NAME", "ID", "IMAGE", "COMMAND", "STATE", "PID", "CREATED"], rows)
 
 

@@ -194,9 +194,7 @@ def translate_error(exc: OSError, plan: MountPlan | None, call: str, detail: str
     if code in (errno.EPERM, errno.EACCES):
         return NotPermitted(f"{call}: permission denied", hint="overlay mounts need root (CAP_SYS_ADMIN)", **kw)
     if code == errno.ENODEV:
-        return OverlayUnsupported(
-            "the kernel has no overlay filesystem", hint="load it with 'modprobe overlay'", **kw
-        )
+        return OverlayUnsupported("the kernel has no overlay filesystem", hint="load it with 'modprobe overlay'", **kw)
     if plan is not None:
         missing = _missing_directory(plan)
         if missing:

@@ -160,20 +160,14 @@ def backing_problems(fs_type_name: str, d_type: bool, trusted_xattr: bool, white
         # The kernel rejects overlayfs as upperdir, and stacking depth is 2.
         problems.append("the store is on an overlay filesystem; an upper layer cannot live on overlayfs")
     elif fs_type_name in NETWORK_FS:
-        problems.append(
-            f"the store is on {fs_type_name}, a network or FUSE filesystem; it cannot host an upper layer"
-        )
+        problems.append(f"the store is on {fs_type_name}, a network or FUSE filesystem; it cannot host an upper layer")
     if not d_type:
         # overlayfs only warns at mount time, but without d_type whiteouts can
         # show through in readdir (Documentation/filesystems/overlayfs.rst).
-        problems.append(
-            "the filesystem does not report file types in readdir (d_type); "
-            "for xfs, reformat with ftype=1"
-        )
+        problems.append("the filesystem does not report file types in readdir (d_type); for xfs, reformat with ftype=1")
     if not trusted_xattr:
         problems.append(
-            "the filesystem cannot store trusted.* extended attributes; "
-            "opaque directories would not be recorded"
+            "the filesystem cannot store trusted.* extended attributes; opaque directories would not be recorded"
         )
     if not whiteout:
         problems.append("a whiteout (character device 0/0) cannot be created on the filesystem")

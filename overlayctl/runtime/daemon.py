@@ -35,7 +35,9 @@ def start_detached(layout: StoreLayout, lock: StoreLock, record: ContainerRecord
     if kind == "error":
         code, _, message = rest.partition(" ")
         raise monitor.ContainerFailed(message, int(code))
-    raise OverlayctlError(f"the monitor of container {record.name} died while starting it", hint=f"see {layout.log(record.id)}")
+    raise OverlayctlError(
+        f"the monitor of container {record.name} died while starting it", hint=f"see {layout.log(record.id)}"
+    )
 
 
 def _read_line(fd: int) -> str:

@@ -41,7 +41,9 @@ def check_startable(layout: StoreLayout, record: ContainerRecord, state: RunStat
     if state.status == "running" and is_alive(state.monitor, state.monitor_start):
         raise InUse(f"container {record.name} is already running")
     if ns.is_pinned(layout.pin(record.id)) or ns.is_mount_point(layout.merged(record.id)):
-        raise InUse(f"container {record.name} is mounted", hint=f"run 'overlayctl container unmount {record.name}' first")
+        raise InUse(
+            f"container {record.name} is mounted", hint=f"run 'overlayctl container unmount {record.name}' first"
+        )
     for volume in spec_of(record).volumes:
         if not os.path.exists(volume.source):
             raise NotFound(f"volume source {volume.source} does not exist")
@@ -72,7 +74,9 @@ def run(
     except BaseException:
         _finish(layout, lock, record, read_state(layout, record.id), None, spec)
         raise
-    previous = {sig: signal.signal(sig, lambda signum, frame: _forward(launched.pid, signum)) for sig in process.FORWARDED}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: _forward(launched.pid, signum)) for sig in process.FORWARDED
+    }
     try:
         error = process.read_until_eof(launched.status_fd)
         if not error and on_started:

@@ -25,7 +25,15 @@ from ..plan.mountplan import MountPlan
 from .spec import DEFAULT_PATH, RunSpec
 
 #: Signals the monitor and init pass on to the command.
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+FORWARDED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
 
 #: Exit codes for failures before the command runs (as Docker's).
 EXIT_SETUP_FAILED = 125
@@ -104,7 +112,9 @@ def read_until_eof(fd: int) -> str:
     return b"".join(chunks).decode(errors="replace").strip()
 
 
-def _keeper_main(monitor: int, plan: MountPlan, spec: RunSpec, hostname: str, pid_w: int, go_r: int, status_w: int) -> None:
+def _keeper_main(
+    monitor: int, plan: MountPlan, spec: RunSpec, hostname: str, pid_w: int, go_r: int, status_w: int
+) -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     _libc.set_process_name("overlayctl-keep")
     if os.getppid() != monitor:  # the monitor died before the prctl
@@ -189,7 +199,9 @@ def _reap_until(command: int) -> None:
             os._exit(exit_code_of(status))
 
 
-def exec_command(path: str, spec: RunSpec, env: dict[str, str], uid: int, gid: int, groups: list[int], status_w: int) -> None:
+def exec_command(
+    path: str, spec: RunSpec, env: dict[str, str], uid: int, gid: int, groups: list[int], status_w: int
+) -> None:
     for sig in FORWARDED:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

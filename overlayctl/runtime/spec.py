@@ -34,7 +34,12 @@ class Volume:
     @classmethod
     def parse(cls, text: str) -> Volume:
         parts = text.split(":")
-        if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        if (
+            len(parts) not in (2, 3)
+            or not parts[0]
+            or not parts[1]
+            or (len(parts) == 3 and parts[2] not in ("ro", "rw"))
+        ):
             raise InvalidArgument(f"invalid --volume {text!r}", hint="use HOST:CONTAINER[:ro]")
         source, target = parts[0], parts[1]
         if not os.path.isabs(target) or ".." in target.split("/"):
@@ -191,6 +196,10 @@ def build_spec(
 def parse_user_text(text: str) -> tuple[str, str | None]:
     """Split USER[:GROUP]; each a name or a number."""
     user, _, group = text.partition(":")
-    if not user or not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*", user) or (group and not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*", group)):
+    if (
+        not user
+        or not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*", user)
+        or (group and not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*", group))
+    ):
         raise InvalidArgument(f"invalid --user {text!r}", hint="use UID[:GID] or NAME[:GROUP]")
     return user, group or None

@@ -159,9 +159,7 @@ def _host_resolv_conf() -> str:
         return ""
 
 
-def build_plan(
-    layout: StoreLayout, record: ContainerRecord, *, links: bool = False, labels: bool = True
-) -> MountPlan:
+def build_plan(layout: StoreLayout, record: ContainerRecord, *, links: bool = False, labels: bool = True) -> MountPlan:
     """The overlay for a container: init layer over the image layers (top first).
 
     Everything comes from the container's own record (its image's layers are
@@ -220,4 +218,3 @@ def describe_path(layout: StoreLayout, path: str, base: str | None = None) -> di
             info["name"] = load_container(layout, parts[1]).name
         return info
     return None
-

@@ -102,15 +102,11 @@ def load_network(layout: StoreLayout) -> tuple[NetworkConfig, dict[str, str]]:
     except FileNotFoundError:
         return NetworkConfig(), {}
     try:
-        config = NetworkConfig(
-            bridge=data.get("bridge", DEFAULT_BRIDGE), subnet=data.get("subnet", DEFAULT_SUBNET)
-        )
+        config = NetworkConfig(bridge=data.get("bridge", DEFAULT_BRIDGE), subnet=data.get("subnet", DEFAULT_SUBNET))
         addresses = {str(k): str(v) for k, v in (data.get("addresses") or {}).items()}
     except (AttributeError, InvalidArgument) as exc:
         detail = exc.message if isinstance(exc, InvalidArgument) else "not an object"
-        raise StoreError(
-            f"damaged record {layout.network_json}: {detail}", hint="run 'overlayctl check'"
-        ) from exc
+        raise StoreError(f"damaged record {layout.network_json}: {detail}", hint="run 'overlayctl check'") from exc
     return config, addresses
 
 

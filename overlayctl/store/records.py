@@ -35,9 +35,7 @@ def parse_ref(ref: str) -> str:
 
 def check_container_name(name: str) -> str:
     if not _NAME.fullmatch(name) or re.fullmatch(r"[0-9a-f]{64}", name):
-        raise InvalidArgument(
-            f"invalid container name {name!r}", hint="use letters, digits, '_', '.', '-'"
-        )
+        raise InvalidArgument(f"invalid container name {name!r}", hint="use letters, digits, '_', '.', '-'")
     return name
 
 
@@ -182,9 +180,7 @@ class ContainerRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ContainerRecord:
-        options = tuple(
-            (k, v if sep else None) for k, sep, v in (o.partition("=") for o in data.get("options", []))
-        )
+        options = tuple((k, v if sep else None) for k, sep, v in (o.partition("=") for o in data.get("options", [])))
         fields = {k: data[k] for k in ("id", "name", "image", "created", "hostname", "link")}
         return cls(
             **fields,

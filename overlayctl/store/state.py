@@ -42,12 +42,29 @@ class RunState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def running(self, **changes: Any) -> RunState:
-        return replace(self, status="running", started=now_rfc3339(), finished="", exit_code=None,
-                       oom_killed=False, error="", **changes)
+        return replace(
+            self,
+            status="running",
+            started=now_rfc3339(),
+            finished="",
+            exit_code=None,
+            oom_killed=False,
+            error="",
+            **changes,
+        )
 
     def exited(self, exit_code: int | None, **changes: Any) -> RunState:
-        return replace(self, status="exited", finished=now_rfc3339(), exit_code=exit_code, pid=None,
-                       pid_start=None, monitor=None, monitor_start=None, **changes)
+        return replace(
+            self,
+            status="exited",
+            finished=now_rfc3339(),
+            exit_code=exit_code,
+            pid=None,
+            pid_start=None,
+            monitor=None,
+            monitor_start=None,
+            **changes,
+        )
 
     def describe(self) -> str:
         """Like docker ps: "running", "exited (0)", "created"."""

@@ -45,8 +45,18 @@ SCRIPT = "; ".join(
 
 # The paths the script changes itself: each must be in Docker's diff.
 SCRIPT_PATHS = {
-    "/etc/motd", "/etc/added.txt", "/etc/group", "/var/www", "/var/www/index.html",
-    "/var/www/new.html", "/newdir", "/newdir/file.txt", "/etc/passwd", "/root", "/bin/yes", "/tmp",
+    "/etc/motd",
+    "/etc/added.txt",
+    "/etc/group",
+    "/var/www",
+    "/var/www/index.html",
+    "/var/www/new.html",
+    "/newdir",
+    "/newdir/file.txt",
+    "/etc/passwd",
+    "/root",
+    "/bin/yes",
+    "/tmp",
 }
 
 # A look at the changed tree from inside a container, the same command in both.

@@ -108,8 +108,18 @@ def test_export_is_deterministic(tree):
 
 
 def test_size_counts_hardlinks_once(tree):
-    expected = sum(len(x) for x in [b"root:x:0:0::/root:/bin/sh\n", b"after the opaque marker",
-                                    b"\x7fELF", b"\x7fELF", b"mine", b"long", b"non-utf8 name"])
+    expected = sum(
+        len(x)
+        for x in [
+            b"root:x:0:0::/root:/bin/sh\n",
+            b"after the opaque marker",
+            b"\x7fELF",
+            b"\x7fELF",
+            b"mine",
+            b"long",
+            b"non-utf8 name",
+        ]
+    )
     assert dir_size(str(tree)) == expected + BIG
 
 
@@ -184,9 +194,7 @@ def test_reads_from_a_pipe(tree, tmp_path):
 def test_empty_layer(tmp_path):
     """Docker's empty layer: two zero blocks and nothing else."""
     result = extract(b"\0" * 1024, tmp_path / "dest")
-    assert result.diff_id == (
-        "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
-    )
+    assert result.diff_id == ("sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef")
     assert (result.size, result.entries) == (0, 0)
     assert os.listdir(tmp_path / "dest") == []
 
@@ -212,8 +220,9 @@ def test_imports_gnu_tar_output(tree, tmp_path, fmt):
                 os.removexattr(path, name)
         os.removexattr(tree / "abs-link", "trusted.on-link", follow_symlinks=False)
     layer = tmp_path / "gnu.tar"
-    subprocess.run(["tar", f"--format={fmt}", *xattr_args, "--numeric-owner",
-                    "-C", str(src), "-cf", str(layer), "."], check=True)
+    subprocess.run(
+        ["tar", f"--format={fmt}", *xattr_args, "--numeric-owner", "-C", str(src), "-cf", str(layer), "."], check=True
+    )
     with open(layer, "rb") as f:
         (tmp_path / "dest").mkdir()
         result = extract_layer(f, str(tmp_path / "dest"))
@@ -223,9 +232,10 @@ def test_imports_gnu_tar_output(tree, tmp_path, fmt):
 
 def test_gnu_longlink_names(tmp_path):
     target = "t" * 130
-    data = build_tar([(LONG_FILE, "file", b"x"), (target, "file"),
-                      ("ln" * 60, "symlink", target), ("hl" * 60, "hardlink", target)],
-                     format="gnu")
+    data = build_tar(
+        [(LONG_FILE, "file", b"x"), (target, "file"), ("ln" * 60, "symlink", target), ("hl" * 60, "hardlink", target)],
+        format="gnu",
+    )
     dest = tmp_path / "dest"
     extract(data, dest)
     assert (dest / LONG_FILE).read_bytes() == b"x"
@@ -235,16 +245,21 @@ def test_gnu_longlink_names(tmp_path):
 
 def test_oci_whiteouts_and_markers(tmp_path):
     dest = tmp_path / "dest"
-    extract(build_tar([
-        ("./", "dir", b"", 0o711, {}, 7, 8),
-        ("./etc/.wh.shadow", "file"),
-        ("./etc/keep", "file", b"k"),
-        ("./etc/.wh..wh..opq", "file"),  # after a sibling: still applies to the dir
-        ("./lib/.wh..wh..opq", "file"),  # dir missing from the tar
-        ("./.wh..wh.plnk/123", "file", b"aufs"),
-        ("./.wh..wh.aufs", "file"),
-        ("./etc", "dir", b"", 0o700, {}, 3, 4),  # fixes the implicit parent
-    ]), dest)
+    extract(
+        build_tar(
+            [
+                ("./", "dir", b"", 0o711, {}, 7, 8),
+                ("./etc/.wh.shadow", "file"),
+                ("./etc/keep", "file", b"k"),
+                ("./etc/.wh..wh..opq", "file"),  # after a sibling: still applies to the dir
+                ("./lib/.wh..wh..opq", "file"),  # dir missing from the tar
+                ("./.wh..wh.plnk/123", "file", b"aufs"),
+                ("./.wh..wh.aufs", "file"),
+                ("./etc", "dir", b"", 0o700, {}, 3, 4),  # fixes the implicit parent
+            ]
+        ),
+        dest,
+    )
     assert sorted(os.listdir(dest)) == ["etc", "lib"]
     shadow = os.lstat(dest / "etc/shadow")
     assert stat.S_ISCHR(shadow.st_mode) and shadow.st_rdev == 0 and shadow.st_uid == 0
@@ -258,13 +273,26 @@ def test_oci_whiteouts_and_markers(tmp_path):
 
 def test_same_path_twice(tmp_path):
     dest = tmp_path / "dest"
-    extract(build_tar([
-        ("a", "file", b"old"), ("a", "file", b"new"),
-        ("b", "file", b"file"), ("b", "dir"), ("b/c", "file"),
-        ("d", "dir"), ("d/x", "file"), ("d", "symlink", "elsewhere"),
-        ("e", "dir", b"", 0o755), ("e/x", "file"), ("e", "dir", b"", 0o700, {}, 9),
-        ("f", "symlink", "../canary"), ("f", "file", b"not through the link"),
-    ]), dest)
+    extract(
+        build_tar(
+            [
+                ("a", "file", b"old"),
+                ("a", "file", b"new"),
+                ("b", "file", b"file"),
+                ("b", "dir"),
+                ("b/c", "file"),
+                ("d", "dir"),
+                ("d/x", "file"),
+                ("d", "symlink", "elsewhere"),
+                ("e", "dir", b"", 0o755),
+                ("e/x", "file"),
+                ("e", "dir", b"", 0o700, {}, 9),
+                ("f", "symlink", "../canary"),
+                ("f", "file", b"not through the link"),
+            ]
+        ),
+        dest,
+    )
     assert (dest / "a").read_bytes() == b"new"
     assert (dest / "b/c").exists()
     assert os.readlink(dest / "d") == "elsewhere"
@@ -273,12 +301,16 @@ def test_same_path_twice(tmp_path):
     assert (dest / "f").read_bytes() == b"not through the link"
 
 
-@pytest.mark.parametrize("entries", [
-    [("a", "file"), (".wh.a", "file")],
-    [(".wh.a", "file"), ("a", "file")],
-    [(".wh.a", "file"), ("a", "dir")],
-    [("d/.wh.x", "file"), ("d/x", "symlink", "y")],
-], ids=["entry-then-whiteout", "whiteout-then-entry", "whiteout-then-dir", "nested"])
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [("a", "file"), (".wh.a", "file")],
+        [(".wh.a", "file"), ("a", "file")],
+        [(".wh.a", "file"), ("a", "dir")],
+        [("d/.wh.x", "file"), ("d/x", "symlink", "y")],
+    ],
+    ids=["entry-then-whiteout", "whiteout-then-entry", "whiteout-then-dir", "nested"],
+)
 def test_whiteout_and_entry_in_one_layer(tmp_path, entries):
     with pytest.raises(ArchiveError, match="this layer also has"):
         extract(build_tar(entries), tmp_path / "dest")
@@ -313,7 +345,7 @@ CORRUPT = {
     "xz": lambda: b"\xfd7zXZ\x00" + b"\0" * 600,
     "truncated-in-data": lambda: _two_files()[:1600],
     "truncated-at-end-blocks": lambda: _two_files()[:2048],
-    "truncated-end-block": lambda: _two_files()[:2048 + 100],
+    "truncated-end-block": lambda: _two_files()[: 2048 + 100],
     "truncated-gzip": lambda: _truncated_gzip(_two_files()),
     "gzip-bad-crc": lambda: _bad_crc(_two_files()),
     "gzip-of-nothing": lambda: gzip.compress(b""),
@@ -322,8 +354,7 @@ CORRUPT = {
     "two-archives": lambda: _two_files() + _two_files(),
     "negative-size": lambda: patch_header(_two_files(), 1024, 124, b"\xff" * 12),
     "negative-size-pax": lambda: build_tar([Entry("a", pax={"size": "-1"})]),
-    "bad-pax-record": lambda: build_tar([Entry("a", pax={"comment": "x"})]).replace(
-        b"comment=x\n", b"comment=x\r"),
+    "bad-pax-record": lambda: build_tar([Entry("a", pax={"comment": "x"})]).replace(b"comment=x\n", b"comment=x\r"),
     "sparse-pax": lambda: build_tar([Entry("a", pax={"GNU.sparse.map": "0,0"})]),
     "unknown-type": lambda: patch_header(_two_files(), 1024, 156, b"Z"),
     "too-deep": lambda: build_tar([("a/" * 300 + "f", "file")]),
@@ -363,15 +394,12 @@ HOSTILE = {
     "empty-name": lambda out: [Entry("a", pax={"path": ""})],
     "symlink-parent-absolute": lambda out: [("link", "symlink", out), ("link/escape", "file")],
     "symlink-parent-dotdot": lambda out: [("link", "symlink", ".."), ("link/canary", "file", b"x")],
-    "symlink-replaces-dir": lambda out: [
-        ("d", "dir"), ("d", "symlink", ".."), ("d/canary", "file", b"x")],
-    "symlink-chain": lambda out: [
-        ("a", "symlink", "b"), ("b", "symlink", ".."), ("a/canary", "file", b"x")],
+    "symlink-replaces-dir": lambda out: [("d", "dir"), ("d", "symlink", ".."), ("d/canary", "file", b"x")],
+    "symlink-chain": lambda out: [("a", "symlink", "b"), ("b", "symlink", ".."), ("a/canary", "file", b"x")],
     "symlink-then-dir-entry": lambda out: [("link", "symlink", ".."), ("link/escape", "dir")],
     "symlink-then-whiteout": lambda out: [("link", "symlink", ".."), ("link/.wh.canary", "file")],
     "symlink-then-opaque": lambda out: [("link", "symlink", out), ("link/.wh..wh..opq", "file")],
-    "symlink-then-hardlink": lambda out: [
-        ("link", "symlink", ".."), ("stolen", "hardlink", "link/canary")],
+    "symlink-then-hardlink": lambda out: [("link", "symlink", ".."), ("stolen", "hardlink", "link/canary")],
     "hardlink-dotdot": lambda out: [("stolen", "hardlink", "../canary")],
     "hardlink-absolute": lambda out: [("stolen", "hardlink", "/etc/passwd")],
     "hardlink-absolute-canary": lambda out: [("stolen", "hardlink", f"{out}/canary")],
@@ -381,8 +409,7 @@ HOSTILE = {
     "forged-redirect": lambda out: [("d", "dir", b"", 0o755, {"trusted.overlay.redirect": b"/etc"})],
     "forged-metacopy": lambda out: [("f", "file", b"", 0o644, {"trusted.overlay.metacopy": b""})],
     "forged-user-overlay": lambda out: [("d", "dir", b"", 0o755, {"user.overlay.opaque": b"y"})],
-    "forged-on-hardlink": lambda out: [
-        ("f", "file"), ("g", "hardlink", "f", 0o644, {"trusted.overlay.opaque": b"y"})],
+    "forged-on-hardlink": lambda out: [("f", "file"), ("g", "hardlink", "f", 0o644, {"trusted.overlay.opaque": b"y"})],
 }
 
 
@@ -397,8 +424,7 @@ def test_hostile_archive_is_refused(tmp_path, make):
     assert "\n" not in info.value.message
     assert canary.read_bytes() == b"canary: must not change\n"
     after = os.lstat(canary)
-    assert (after.st_nlink, after.st_mtime_ns, after.st_mode) == (
-        before.st_nlink, before.st_mtime_ns, before.st_mode)
+    assert (after.st_nlink, after.st_mtime_ns, after.st_mode) == (before.st_nlink, before.st_mtime_ns, before.st_mode)
     assert sorted(os.listdir(tmp_path)) == ["canary", "dest"]
     assert os.listxattr(canary) == []
     assert not os.path.lexists(tmp_path.parent / "escape")

@@ -17,7 +17,16 @@ def cli(store):
     """Run overlayctl as a subprocess against the test store."""
 
     def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "overlayctl", "--root", store.layout.root, "--run-root", store.layout.run_root, *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "overlayctl",
+            "--root",
+            store.layout.root,
+            "--run-root",
+            store.layout.run_root,
+            *args,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, input=input)
         if check and result.returncode != 0:
             raise AssertionError(f"{args} failed ({result.returncode}): {result.stderr}")
@@ -110,7 +119,16 @@ def test_union_mount_commands(cli, tmp_path):
     (tmp_path / "bottom" / "a").write_text("bottom")
     (tmp_path / "bottom" / "b").write_text("b")
     target = str(tmp_path / "target")
-    cli("mount", "--lower", str(tmp_path / "top"), "--lower", str(tmp_path / "bottom"), "--upper", str(tmp_path / "rw"), target)
+    cli(
+        "mount",
+        "--lower",
+        str(tmp_path / "top"),
+        "--lower",
+        str(tmp_path / "bottom"),
+        "--upper",
+        str(tmp_path / "rw"),
+        target,
+    )
     try:
         assert (tmp_path / "target" / "a").read_text() == "top"
         (tmp_path / "target" / "c").write_text("new")

@@ -43,7 +43,10 @@ def test_commit_and_rollback(store, rootfs):
     store.create_container("app:1", name="old")
     store.mount("new", host=True)
     store.mount("old", host=True)
-    new, old = store.layout.merged(store.container("new").record.id), store.layout.merged(store.container("old").record.id)
+    new, old = (
+        store.layout.merged(store.container("new").record.id),
+        store.layout.merged(store.container("old").record.id),
+    )
     assert open(f"{new}/etc/motd").read() == "v2\n" and not os.path.exists(f"{new}/data/old.txt")
     assert open(f"{old}/etc/motd").read() == "welcome\n" and os.path.exists(f"{old}/data/old.txt")
     assert [row["comment"] for row in store.image_history("app:2")][0] == "motd v2"

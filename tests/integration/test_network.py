@@ -137,7 +137,9 @@ class NetEnv:
     """What one test made: its network config, children and interface names."""
 
     def __init__(self) -> None:
-        self.config = NetworkConfig(bridge=f"ovt{secrets.token_hex(4)}", subnet=f"10.214.{secrets.randbelow(250) + 1}.0/24")
+        self.config = NetworkConfig(
+            bridge=f"ovt{secrets.token_hex(4)}", subnet=f"10.214.{secrets.randbelow(250) + 1}.0/24"
+        )
         self.children: list[Child] = []
         self.names: set[str] = {self.config.bridge}
 

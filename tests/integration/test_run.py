@@ -24,7 +24,16 @@ def ctl(busybox):
     store = busybox
 
     def run(*args: str, check: bool = True, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "overlayctl", "--root", store.layout.root, "--run-root", store.layout.run_root, *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "overlayctl",
+            "--root",
+            store.layout.root,
+            "--run-root",
+            store.layout.run_root,
+            *args,
+        ]
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
         if check and result.returncode != 0:
@@ -80,7 +89,17 @@ def test_rm_leaves_nothing(ctl):
 
 
 def test_hostname_hosts_and_init_layer(ctl):
-    out = ctl("run", "--rm", "--hostname", "box1", "busybox", "--", "sh", "-c", "hostname; cat /etc/hostname; grep box1 /etc/hosts").stdout
+    out = ctl(
+        "run",
+        "--rm",
+        "--hostname",
+        "box1",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "hostname; cat /etc/hostname; grep box1 /etc/hosts",
+    ).stdout
     assert out.splitlines() == ["box1", "box1", "127.0.1.1\tbox1"]
 
 
@@ -93,7 +112,9 @@ def test_processes_are_the_containers_own(ctl):
 
 
 def test_network_none_has_only_loopback_up(ctl):
-    out = ctl("run", "--rm", "busybox", "--", "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags; ip link").stdout
+    out = ctl(
+        "run", "--rm", "busybox", "--", "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags; ip link"
+    ).stdout
     lines = out.splitlines()
     assert lines[0] == "lo" and int(lines[1], 16) & 1  # IFF_UP
     assert "eth0" not in out and "LOWER_UP" in out
@@ -129,23 +150,51 @@ def test_two_containers_at_once_see_their_own_writes(ctl):
 def test_volumes(ctl, tmp_path):
     (tmp_path / "vol").mkdir()
     (tmp_path / "vol" / "in").write_text("from host\n")
-    out = ctl("run", "--rm", "-v", f"{tmp_path}/vol:/data", "busybox", "--", "sh", "-c", "cat /data/in; echo back > /data/out").stdout
+    out = ctl(
+        "run", "--rm", "-v", f"{tmp_path}/vol:/data", "busybox", "--", "sh", "-c", "cat /data/in; echo back > /data/out"
+    ).stdout
     assert out == "from host\n" and (tmp_path / "vol" / "out").read_text() == "back\n"
-    result = ctl("run", "--rm", "-v", f"{tmp_path}/vol:/data:ro", "busybox", "--", "sh", "-c", "echo x > /data/x", check=False)
+    result = ctl(
+        "run", "--rm", "-v", f"{tmp_path}/vol:/data:ro", "busybox", "--", "sh", "-c", "echo x > /data/x", check=False
+    )
     assert result.returncode != 0 and "Read-only file system" in result.stderr
     assert not (tmp_path / "vol" / "x").exists()
 
 
 def test_env_workdir_user(ctl):
-    out = ctl("run", "--rm", "-e", "FOO=bar", "-w", "/srv/app", "-u", "65534:65534", "busybox", "--",
-              "sh", "-c", "echo $FOO; pwd; id -u; id -g").stdout
+    out = ctl(
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/srv/app",
+        "-u",
+        "65534:65534",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo $FOO; pwd; id -u; id -g",
+    ).stdout
     assert out.splitlines() == ["bar", "/srv/app", "65534", "65534"]
     assert ctl("run", "--rm", "-u", "nobody", "busybox", "--", "id", "-un").stdout == "nobody\n"
 
 
 def test_memory_limit_is_enforced_and_reported(ctl):
-    result = ctl("run", "--name", "hog", "--memory", "32m", "busybox", "--", "sh", "-c",
-                 "head -c 200000000 /dev/zero | tr '\\0' a | sort > /dev/null", check=False)
+    result = ctl(
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "32m",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "head -c 200000000 /dev/zero | tr '\\0' a | sort > /dev/null",
+        check=False,
+    )
     assert result.returncode == 137
     info = json.loads(ctl("container", "inspect", "hog", "--json").stdout)
     assert info["oom_killed"] is True and info["exit_code"] == 137
@@ -156,14 +205,37 @@ def test_memory_limit_is_enforced_and_reported(ctl):
 
 
 def test_pids_limit_stops_a_fork_bomb(ctl):
-    result = ctl("run", "--rm", "--pids-limit", "16", "busybox", "--", "sh", "-c",
-                 "n=0; while [ $n -lt 100 ]; do sleep 5 & n=$((n+1)); done 2>/dev/null; echo done", check=False, timeout=60)
+    result = ctl(
+        "run",
+        "--rm",
+        "--pids-limit",
+        "16",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "n=0; while [ $n -lt 100 ]; do sleep 5 & n=$((n+1)); done 2>/dev/null; echo done",
+        check=False,
+        timeout=60,
+    )
     assert "can't fork" in result.stderr or result.returncode != 0
 
 
 def test_detached_exec_stop_and_nothing_left(ctl):
-    assert ctl("run", "-d", "--name", "bg", "busybox", "--", "sh", "-c",
-               "echo started; trap 'echo stopping; exit 3' TERM; while true; do sleep 0.1; done").stdout == "bg\n"
+    assert (
+        ctl(
+            "run",
+            "-d",
+            "--name",
+            "bg",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo started; trap 'echo stopping; exit 3' TERM; while true; do sleep 0.1; done",
+        ).stdout
+        == "bg\n"
+    )
     ps = json.loads(ctl("ps", "--json").stdout)
     assert ps[0]["name"] == "bg" and ps[0]["state"] == "running" and ps[0]["pid"] > 1
     assert "sh -c" in ctl("exec", "bg", "--", "ps").stdout
@@ -178,8 +250,22 @@ def test_detached_exec_stop_and_nothing_left(ctl):
 
 
 def test_sigterm_reaches_the_container(ctl):
-    cmd = [sys.executable, "-m", "overlayctl", "--root", ctl.store.layout.root, "--run-root", ctl.store.layout.run_root,
-           "run", "--rm", "busybox", "--", "sh", "-c", "trap 'echo got TERM; exit 9' TERM; echo ready; while true; do sleep 0.1; done"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "overlayctl",
+        "--root",
+        ctl.store.layout.root,
+        "--run-root",
+        ctl.store.layout.run_root,
+        "run",
+        "--rm",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo got TERM; exit 9' TERM; echo ready; while true; do sleep 0.1; done",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline() == "ready\n"
@@ -193,14 +279,25 @@ def test_sigterm_reaches_the_container(ctl):
 
 
 def test_stdin_passes_through_with_i(ctl):
-    assert ctl("run", "--rm", "-i", "busybox", "--", "tr", "a-z", "A-Z", input="shout\n", stdin=None).stdout == "SHOUT\n"
+    assert (
+        ctl("run", "--rm", "-i", "busybox", "--", "tr", "a-z", "A-Z", input="shout\n", stdin=None).stdout == "SHOUT\n"
+    )
     assert ctl("run", "--rm", "busybox", "--", "cat").stdout == ""  # without -i: /dev/null
 
 
 def run_then_kill(store, *args: str) -> str:
     """Start 'overlayctl run ARGS' (printing "ready" first), SIGKILL it; the container ID."""
-    cmd = [sys.executable, "-m", "overlayctl", "--root", store.layout.root, "--run-root", store.layout.run_root,
-           "run", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "overlayctl",
+        "--root",
+        store.layout.root,
+        "--run-root",
+        store.layout.run_root,
+        "run",
+        *args,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline() == "ready\n"
@@ -221,8 +318,9 @@ def run_then_kill(store, *args: str) -> str:
 
 def test_killed_overlayctl_leaves_no_leak(ctl):
     """SIGKILL of the monitor takes the container with it; the next command cleans up."""
-    record_id = run_then_kill(ctl.store, "--name", "victim", "--memory", "64m", "busybox", "--", "sh", "-c",
-                              "echo ready; sleep 60")
+    record_id = run_then_kill(
+        ctl.store, "--name", "victim", "--memory", "64m", "busybox", "--", "sh", "-c", "echo ready; sleep 60"
+    )
     listed = json.loads(ctl("ps", "-a", "--json").stdout)  # any command reaps
     assert listed[0]["state"] == "exited" and "monitor died" in listed[0]["run"]["error"]
     assert leftovers(ctl.store, record_id) == []
@@ -250,9 +348,25 @@ def test_clear_errors(ctl, tmp_path):
 
 def test_not_root_is_refused_clearly(ctl):
     os.chmod(ctl.store.layout.root, 0o755)
-    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-           sys.executable, "-m", "overlayctl", "--root", ctl.store.layout.root, "--run-root", ctl.store.layout.run_root,
-           "run", "--rm", "busybox", "--", "true"]
+    cmd = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        sys.executable,
+        "-m",
+        "overlayctl",
+        "--root",
+        ctl.store.layout.root,
+        "--run-root",
+        ctl.store.layout.run_root,
+        "run",
+        "--rm",
+        "busybox",
+        "--",
+        "true",
+    ]
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     assert result.returncode == 1 and result.stderr.startswith("error:") and "root" in result.stderr
@@ -274,11 +388,35 @@ def bridge(ctl):
 
 def test_bridge_containers_talk(ctl, bridge):
     name, subnet = bridge
-    ctl("run", "-d", "--name", "web", "--network", "bridge", "busybox", "--", "httpd", "-f", "-p", "80", "-h", "/var/www")
+    ctl(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "bridge",
+        "busybox",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/var/www",
+    )
     web = json.loads(ctl("container", "inspect", "web", "--json").stdout)
     server = web["address"].split("/")[0]
-    out = ctl("run", "--rm", "--network", "bridge", "busybox", "--", "sh", "-c",
-              f"ip -4 -o addr show eth0; wget -q -O - http://{server}/index.html").stdout
+    out = ctl(
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        f"ip -4 -o addr show eth0; wget -q -O - http://{server}/index.html",
+    ).stdout
     client = out.split()[3].split("/")[0]
     assert client != server and client.startswith(subnet.rsplit(".", 2)[0])
     assert out.endswith("hello from the web\n")
@@ -292,9 +430,28 @@ def test_bridge_containers_talk(ctl, bridge):
 
 def test_concurrent_runs_get_distinct_addresses(ctl, bridge):
     store = ctl.store
-    cmd = [sys.executable, "-m", "overlayctl", "--root", store.layout.root, "--run-root", store.layout.run_root,
-           "run", "--rm", "--network", "bridge", "busybox", "--", "sh", "-c", "ip -4 -o addr show eth0; sleep 1"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) for _ in range(4)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "overlayctl",
+        "--root",
+        store.layout.root,
+        "--run-root",
+        store.layout.run_root,
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "ip -4 -o addr show eth0; sleep 1",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        for _ in range(4)
+    ]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     addresses = [out.split()[3] for out, _ in outputs]
@@ -302,8 +459,19 @@ def test_concurrent_runs_get_distinct_addresses(ctl, bridge):
 
 
 def test_image_config_from_import_and_commit(ctl, busybox_rootfs):
-    ctl("image", "import", str(busybox_rootfs), "--tag", "greeter", "--cmd", "sh -c 'echo $GREETING from $(pwd)'",
-        "-e", "GREETING=hello", "-w", "/srv")
+    ctl(
+        "image",
+        "import",
+        str(busybox_rootfs),
+        "--tag",
+        "greeter",
+        "--cmd",
+        "sh -c 'echo $GREETING from $(pwd)'",
+        "-e",
+        "GREETING=hello",
+        "-w",
+        "/srv",
+    )
     assert ctl("run", "--rm", "greeter").stdout == "hello from /srv\n"
     assert ctl("run", "--rm", "-e", "GREETING=hi", "greeter").stdout == "hi from /srv\n"
     ctl("run", "--name", "c", "greeter", "--", "touch", "/srv/made")
@@ -323,8 +491,9 @@ def test_container_mount_refused_while_running(ctl):
 def test_killed_overlayctl_on_the_bridge_leaves_no_leak(ctl, bridge):
     name, _ = bridge
     store = ctl.store
-    record_id = run_then_kill(store, "--name", "victim", "--network", "bridge", "busybox", "--", "sh", "-c",
-                              "echo ready; sleep 60")
+    record_id = run_then_kill(
+        store, "--name", "victim", "--network", "bridge", "busybox", "--", "sh", "-c", "echo ready; sleep 60"
+    )
     ctl("ps")  # any command reaps
     assert leftovers(store, record_id) == []
     assert not os.path.exists(f"/sys/class/net/{name}")

@@ -216,7 +216,18 @@ def test_store_on_overlay_is_refused(tmp_path):
         kmount.unmount(str(tmp_path / "merged"))
 
 
-@pytest.mark.parametrize("name", ["dotdot", "absolute", "symlink-parent-absolute", "symlink-then-hardlink", "hardlink-dotdot", "hardlink-absolute", "forged-opaque"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dotdot",
+        "absolute",
+        "symlink-parent-absolute",
+        "symlink-then-hardlink",
+        "hardlink-dotdot",
+        "hardlink-absolute",
+        "forged-opaque",
+    ],
+)
 def test_hostile_import_leaves_store_and_host_alone(store, rootfs, tmp_path, name):
     """Through the store: refused, nothing outside the layer, nothing half-made inside."""
     from overlayctl.errors import UnsafeArchive
@@ -282,9 +293,22 @@ def test_not_root_is_a_clear_error(tmp_path):
         (tmp_path / d).mkdir()
     os.chmod(tmp_path, 0o755)
     cmd = [
-        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-        sys.executable, "-m", "overlayctl", "--root", str(tmp_path / "root"),
-        "mount", "--lower", str(tmp_path / "a"), "--lower", str(tmp_path / "b"), str(tmp_path / "t"),
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        sys.executable,
+        "-m",
+        "overlayctl",
+        "--root",
+        str(tmp_path / "root"),
+        "mount",
+        "--lower",
+        str(tmp_path / "a"),
+        "--lower",
+        str(tmp_path / "b"),
+        str(tmp_path / "t"),
     ]
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)

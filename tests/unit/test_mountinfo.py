@@ -156,7 +156,13 @@ def test_drop_backslashes():
         ),
         (
             TMPFS_SHARED,
-            dict(root="/sub", mount_point="/tmp/ocx5/a/sub", optional_fields=("shared:1",), source="my tmp", super_options=("rw",)),
+            dict(
+                root="/sub",
+                mount_point="/tmp/ocx5/a/sub",
+                optional_fields=("shared:1",),
+                source="my tmp",
+                super_options=("rw",),
+            ),
         ),
         (TMPFS_SLAVE, dict(optional_fields=("master:1",), parent_id=43)),
         (
@@ -165,7 +171,11 @@ def test_drop_backslashes():
         ),
         (
             "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 propagate_from:2 unbindable future:7 - ext3 /dev/root rw,errors=continue",
-            dict(optional_fields=("master:1", "propagate_from:2", "unbindable", "future:7"), fstype="ext3", source="/dev/root"),
+            dict(
+                optional_fields=("master:1", "propagate_from:2", "unbindable", "future:7"),
+                fstype="ext3",
+                source="/dev/root",
+            ),
         ),
     ],
     ids=[

@@ -81,7 +81,18 @@ def test_good_bridge_names(bridge):
         ("169.254.1.0/24", "not a private network"),
         ("100.64.0.0/24", "not a private network"),
     ],
-    ids=["host-bits", "garbage", "ipv6", "too-wide", "too-narrow", "public", "test-net", "loopback", "link-local", "cgnat"],
+    ids=[
+        "host-bits",
+        "garbage",
+        "ipv6",
+        "too-wide",
+        "too-narrow",
+        "public",
+        "test-net",
+        "loopback",
+        "link-local",
+        "cgnat",
+    ],
 )
 def test_bad_subnets(subnet, message):
     with pytest.raises(InvalidArgument, match=message):
@@ -167,8 +178,7 @@ def test_concurrent_processes_get_distinct_addresses(layout):
     results = ctx.Queue()
     groups = [CID[i * 6 : i * 6 + 6] for i in range(6)]
     procs = [
-        ctx.Process(target=_allocate_many, args=(layout.root, layout.run_root, ids, start, results))
-        for ids in groups
+        ctx.Process(target=_allocate_many, args=(layout.root, layout.run_root, ids, start, results)) for ids in groups
     ]
     for p in procs:
         p.start()

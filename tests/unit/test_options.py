@@ -48,7 +48,9 @@ def test_parse_feature_options(items, expected):
 
 
 @pytest.mark.parametrize(
-    "item", ["bogus", "index=maybe", "volatile=on", "lowerdir=/x"], ids=["unknown", "bad-value", "flag-value", "layer-key"]
+    "item",
+    ["bogus", "index=maybe", "volatile=on", "lowerdir=/x"],
+    ids=["unknown", "bad-value", "flag-value", "layer-key"],
 )
 def test_parse_feature_options_refuses(item):
     with pytest.raises(InvalidArgument):

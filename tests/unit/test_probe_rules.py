@@ -26,7 +26,11 @@ ALL_OK = dict(d_type=True, trusted_xattr=True, whiteout=True)
         ("ext4", dict(ALL_OK, trusted_xattr=False), ["trusted.*"]),
         ("ext4", dict(ALL_OK, whiteout=False), ["whiteout"]),
         ("nfs", dict(d_type=True, trusted_xattr=False, whiteout=False), ["network", "trusted.*", "whiteout"]),
-        ("overlay", dict(d_type=False, trusted_xattr=False, whiteout=False), ["overlay", "d_type", "trusted.*", "whiteout"]),
+        (
+            "overlay",
+            dict(d_type=False, trusted_xattr=False, whiteout=False),
+            ["overlay", "d_type", "trusted.*", "whiteout"],
+        ),
     ],
     ids=[
         "ext4",

@@ -18,7 +18,9 @@ def test_parse_ref(ref, expected):
     assert parse_ref(ref) == expected
 
 
-@pytest.mark.parametrize("ref", ["Busybox", "a:b:c", "", "x:", "../x"], ids=["upper", "two-colons", "empty", "empty-tag", "dots"])
+@pytest.mark.parametrize(
+    "ref", ["Busybox", "a:b:c", "", "x:", "../x"], ids=["upper", "two-colons", "empty", "empty-tag", "dots"]
+)
 def test_parse_ref_refuses(ref):
     with pytest.raises(InvalidArgument):
         parse_ref(ref)
@@ -35,6 +37,12 @@ def test_layer_and_container_records_round_trip():
     layer = LayerRecord(id=A, diff_id=A, parent=None, size=3, created="t", comment="c", link="abcdefghij")
     assert LayerRecord.from_json(layer.to_json()) == layer
     ctr = ContainerRecord(
-        id="f" * 64, name="web", image=A, created="t", hostname="h", link="x", options=(("volatile", None), ("index", "off"))
+        id="f" * 64,
+        name="web",
+        image=A,
+        created="t",
+        hostname="h",
+        link="x",
+        options=(("volatile", None), ("index", "off")),
     )
     assert ContainerRecord.from_json(ctr.to_json()) == ctr

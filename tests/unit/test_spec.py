@@ -63,7 +63,9 @@ def test_volume_parse(text, volume):
     assert Volume.parse(text) == volume
 
 
-@pytest.mark.parametrize("text", ["/srv", "/srv:data", "/srv:/a/../b", "/srv:/d:rx"], ids=["one", "relative", "dotdot", "mode"])
+@pytest.mark.parametrize(
+    "text", ["/srv", "/srv:data", "/srv:/a/../b", "/srv:/d:rx"], ids=["one", "relative", "dotdot", "mode"]
+)
 def test_volume_refused(text):
     with pytest.raises(InvalidArgument):
         Volume.parse(text)

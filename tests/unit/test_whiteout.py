@@ -73,9 +73,7 @@ MODES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("mode", "rdev", "expected"), [row[1:] for row in MODES], ids=[row[0] for row in MODES]
-)
+@pytest.mark.parametrize(("mode", "rdev", "expected"), [row[1:] for row in MODES], ids=[row[0] for row in MODES])
 def test_is_whiteout_mode(mode, rdev, expected):
     assert wh.is_whiteout_mode(mode, rdev) is expected
 
@@ -110,16 +108,11 @@ def test_xattr_pax_round_trip(name):
     assert wh.xattr_from_pax(keyword) == name
 
 
-@pytest.mark.parametrize(
-    "keyword", ["path", "linkpath", "mtime", "SCHILY.acl.access", "LIBARCHIVE.xattr.user.a"]
-)
+@pytest.mark.parametrize("keyword", ["path", "linkpath", "mtime", "SCHILY.acl.access", "LIBARCHIVE.xattr.user.a"])
 def test_xattr_from_pax_ignores_other_records(keyword):
     assert wh.xattr_from_pax(keyword) is None
 
 
 def test_importing_the_rules_loads_no_tarfile():
-    code = (
-        "import sys, overlayctl.archive, overlayctl.archive.whiteout; "
-        "sys.exit('tarfile' in sys.modules)"
-    )
+    code = "import sys, overlayctl.archive, overlayctl.archive.whiteout; sys.exit('tarfile' in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
