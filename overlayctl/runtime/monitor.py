@@ -143,9 +143,12 @@ def _attach(layout, lock, record, pid: int) -> dict:
     from ..store.network import allocate_address, load_network
     from . import net
 
-    address = allocate_address(layout, lock, record.id)
-    config, _ = load_network(layout)
-    return net.attach(config, record.id, pid, address)
+    # Under the lock: a container that ends meanwhile may remove an unused
+    # bridge, which must not happen between its creation and this veth.
+    with lock:
+        address = allocate_address(layout, lock, record.id)
+        config, _ = load_network(layout)
+        return net.attach(config, record.id, pid, address)
 
 
 def _finish(layout, lock, record, state: RunState, code: int | None, spec: RunSpec, *, error: str = "") -> None:
