@@ -117,6 +117,19 @@ class InspectAPI(StoreBase):
         if decoded.upper and decoded.work == union_workdir(decoded.upper):
             shutil.rmtree(decoded.work, ignore_errors=True)
 
+    def check(self, *, repair: bool = False) -> dict[str, list[dict[str, Any]]]:
+        """Problems of the store (records against directories); with repair, remove garbage."""
+        from ..store.check import check_store
+        from ..store.check import repair as repair_store
+
+        if not os.path.isdir(self.layout.root):
+            return {"problems": [], "removed": []}
+        with self.lock:
+            problems = check_store(self.layout)
+            removed = repair_store(self.layout, problems) if repair else []
+        left = [p for p in problems if p not in removed]
+        return {"problems": [p.to_json() for p in left], "removed": [p.to_json() for p in removed]}
+
     def info(self) -> dict[str, Any]:
         from ..kernel import probe
         from ..kernel.mount import default_api

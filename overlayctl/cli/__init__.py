@@ -26,6 +26,7 @@ _COMMANDS = {
     "rm": ("container", "rm", "Remove containers (same as 'container rm')."),
     "network": ("network", "network", "Show or set the bridge network's name and subnet."),
     "mounts": ("mounts", "mounts", "Show overlay mounts and which store layer each directory is."),
+    "check": ("check", "check", "Check the store's records against its directories (--repair)."),
     "info": ("info", "info", "Show kernel overlay support and the store's filesystem."),
     "mount": ("union", "mount", "Union-mount plain directories (first --lower on top)."),
     "umount": ("union", "umount", "Unmount a union made by 'overlayctl mount'."),

@@ -81,19 +81,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def abandoned(name: str) -> bool:
+    """Whether a staging entry's process (its name starts with the pid) is gone."""
+    pid_text = name.split("-", 1)[0]
+    if not pid_text.isdigit():
+        return True
+    return int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
+
+
 def sweep_staging(staging_root: str) -> list[str]:
     """Delete staging entries left by processes that no longer run."""
-    removed = []
     try:
-        names = os.listdir(staging_root)
+        names = [name for name in os.listdir(staging_root) if abandoned(name)]
     except FileNotFoundError:
-        return removed
+        return []
     for name in names:
-        pid_text = name.split("-", 1)[0]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
-            continue
-        if pid_text.isdigit() and int(pid_text) == os.getpid():
-            continue
         discard(f"{staging_root}/{name}")
-        removed.append(name)
-    return removed
+    return names
