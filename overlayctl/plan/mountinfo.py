@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .mountplan import Option
+from .mountplan import Option, option_value
 
 #: The kernel's seq_file escapes turn a byte into a backslash and three octal
 #: digits (mangle_path / seq_escape): space \040, tab \011, newline \012,
@@ -74,11 +74,7 @@ class OverlayOptions:
 
     def option(self, key: str) -> str | None:
         """The value of an option (last one wins); ``""`` for a flag, None if absent."""
-        value = None
-        for k, v in self.options:
-            if k == key:
-                value = v if v is not None else ""
-        return value
+        return option_value(self.options, key)
 
 
 def unescape_octal(s: str) -> str:

@@ -11,6 +11,15 @@ MAX_LOWER_LAYERS = 500
 Option = tuple[str, "str | None"]
 
 
+def option_value(options: tuple[Option, ...], key: str) -> str | None:
+    """The value of an option (last one wins, as in the kernel); "" for a flag, None if absent."""
+    value = None
+    for k, v in options:
+        if k == key:
+            value = v if v is not None else ""
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class MountPlan:
     """One overlay mount, described but not performed.
@@ -42,14 +51,6 @@ class MountPlan:
     @property
     def readonly(self) -> bool:
         return self.upper is None
-
-    def option(self, key: str) -> str | None:
-        """The value of a feature option (last one wins, as in the kernel)."""
-        value = None
-        for k, v in self.options:
-            if k == key:
-                value = v if v is not None else ""
-        return value
 
     def to_json(self) -> dict[str, Any]:
         return {
