@@ -306,30 +306,7 @@ def _floor(results: Results, base: Path, store) -> None:
 
     def new_api(n: int) -> Callable[[], None]:
         paths = [str(work / "init")] + store.layout.diffs(layers_of(n))
-
-        def run() -> None:
-            fd = _libc.fsopen("overlay")
-            try:
-                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "source", "overlay")
-                for path in paths:
-                    _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "lowerdir+", path)
-                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "upperdir", f"{work}/u")
-                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "workdir", f"{work}/w")
-                for key, value in options:
-                    if value is None:
-                        _libc.fsconfig(fd, _libc.FSCONFIG_SET_FLAG, key)
-                    else:
-                        _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, key, value)
-                _libc.fsconfig(fd, _libc.FSCONFIG_CMD_CREATE)
-                mfd = _libc.fsmount(fd)
-                try:
-                    _libc.move_mount(mfd, "", _libc.AT_FDCWD, target, _libc.MOVE_MOUNT_F_EMPTY_PATH)
-                finally:
-                    os.close(mfd)
-            finally:
-                os.close(fd)
-
-        return run
+        return lambda: raw_new_api_mount(paths, f"{work}/u", f"{work}/w", target, options)
 
     def unmount() -> None:
         _libc.umount2(target, 0)
@@ -457,10 +434,9 @@ def bench_api(results: Results, store) -> None:
 
 
 def raw_mount_of(store, name: str) -> Callable[[], float]:
-    """A timed raw mount (fsopen, lowerdir+ per layer, fsmount, move_mount) of a container's lowers.
+    """A timed raw mount of a container's lowers, with scratch upper, work and target.
 
-    Upper, work and target are scratch dirs of the bench; each call mounts,
-    times the mount alone, and unmounts.
+    Each call mounts, times the mount alone, and unmounts.
     """
     from overlayctl.kernel import _libc
 
@@ -472,27 +448,39 @@ def raw_mount_of(store, name: str) -> Callable[[], float]:
 
     def run() -> float:
         start = time.perf_counter()
-        fd = _libc.fsopen("overlay")
-        try:
-            for path in plan.lowers:
-                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "lowerdir+", path)
-            _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "upperdir", str(scratch / "u"))
-            _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "workdir", str(scratch / "w"))
-            for key, value in plan.options:
-                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, key, value)
-            _libc.fsconfig(fd, _libc.FSCONFIG_CMD_CREATE)
-            mfd = _libc.fsmount(fd)
-            try:
-                _libc.move_mount(mfd, "", _libc.AT_FDCWD, target, _libc.MOVE_MOUNT_F_EMPTY_PATH)
-            finally:
-                os.close(mfd)
-        finally:
-            os.close(fd)
+        raw_new_api_mount(plan.lowers, str(scratch / "u"), str(scratch / "w"), target, plan.options)
         elapsed = time.perf_counter() - start
         _libc.umount2(target, 0)
         return elapsed
 
     return run
+
+
+def raw_new_api_mount(lowers, upper: str, work: str, target: str, options) -> None:
+    """The kernel's own overlay mount, no overlayctl code between: fsopen,
+    one ``fsconfig lowerdir+`` per layer, upper, work, options, fsmount, move_mount."""
+    from overlayctl.kernel import _libc
+
+    fd = _libc.fsopen("overlay")
+    try:
+        _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "source", "overlay")
+        for path in lowers:
+            _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "lowerdir+", path)
+        _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "upperdir", upper)
+        _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "workdir", work)
+        for key, value in options:
+            if value is None:
+                _libc.fsconfig(fd, _libc.FSCONFIG_SET_FLAG, key)
+            else:
+                _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, key, value)
+        _libc.fsconfig(fd, _libc.FSCONFIG_CMD_CREATE)
+        mfd = _libc.fsmount(fd)
+        try:
+            _libc.move_mount(mfd, "", _libc.AT_FDCWD, target, _libc.MOVE_MOUNT_F_EMPTY_PATH)
+        finally:
+            os.close(mfd)
+    finally:
+        os.close(fd)
 
 
 def cli(store, *args: str) -> None:
@@ -554,39 +542,36 @@ def bench_busybox(results: Results, store, base: Path) -> Path:
     header(f"busybox image ({applets} applet links; import took {fmt_time(imported)}): create + mount")
     counter = iter(range(10**6))
 
-    creates: list[float] = []
-    mounts: list[float] = []
-    totals: list[float] = []
-    for i in range(3 + 30):
-        name = f"bb-{next(counter)}"
-        t0 = time.perf_counter()
-        store.create_container("busybox:base", name=name)
-        t1 = time.perf_counter()
-        store.mount(name)
-        t2 = time.perf_counter()
-        store.remove_container(name, force=True)
-        if i >= 3:
-            creates.append(t1 - t0)
-            mounts.append(t2 - t1)
-            totals.append(t2 - t0)
+    def create_and_mount(create, mount, reps: int, warmup: int) -> tuple[list[float], list[float], list[float]]:
+        creates, mounts, totals = [], [], []
+        for i in range(warmup + reps):
+            name = f"bb-{next(counter)}"
+            t0 = time.perf_counter()
+            create(name)
+            t1 = time.perf_counter()
+            mount(name)
+            t2 = time.perf_counter()
+            store.remove_container(name, force=True)
+            if i >= warmup:
+                creates.append(t1 - t0)
+                mounts.append(t2 - t1)
+                totals.append(t2 - t0)
+        return creates, mounts, totals
+
     note = "image of 1 layer + init layer"
+    creates, mounts, totals = create_and_mount(
+        lambda name: store.create_container("busybox:base", name=name), store.mount, reps=30, warmup=3
+    )
     results.add("busybox", "api create_container", creates, n=1, lowers=2, note=note)
     results.add("busybox", "api mount", mounts, n=1, lowers=2, floor_n=1, note=note)
     results.add("busybox", "api create + mount", totals, n=1, lowers=2, floor_n=1, note=note)
 
-    creates, mounts, totals = [], [], []
-    for i in range(2 + 20):
-        name = f"bb-{next(counter)}"
-        t0 = time.perf_counter()
-        cli(store, "container", "create", "busybox:base", "--name", name)
-        t1 = time.perf_counter()
-        cli(store, "container", "mount", name)
-        t2 = time.perf_counter()
-        store.remove_container(name, force=True)
-        if i >= 2:
-            creates.append(t1 - t0)
-            mounts.append(t2 - t1)
-            totals.append(t2 - t0)
+    creates, mounts, totals = create_and_mount(
+        lambda name: cli(store, "container", "create", "busybox:base", "--name", name),
+        lambda name: cli(store, "container", "mount", name),
+        reps=20,
+        warmup=2,
+    )
     results.add("busybox", "cli container create", creates, n=1, lowers=2, note=note)
     results.add("busybox", "cli container mount", mounts, n=1, lowers=2, floor_n=1, note=note)
     results.add("busybox", "cli create + mount", totals, n=1, lowers=2, floor_n=1, note=note)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -33,3 +34,12 @@ def build_busybox_rootfs(root: Path) -> int | None:
     for rel, text in FILES.items():
         (root / rel).write_text(text)
     return len(applets)
+
+
+def files_of(root) -> set[str]:
+    """Every path under root, relative to it (directories and files)."""
+    found = set()
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            found.add(os.path.relpath(os.path.join(d, name), root))
+    return found

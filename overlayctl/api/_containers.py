@@ -65,12 +65,13 @@ class ContainersAPI(StoreBase):
         if spec is None:
             runtime = record.runtime
             spec = build_spec(runtime) if runtime.get("Cmd") or runtime.get("Entrypoint") else RunSpec()
-        address = None
-        if spec.network == "bridge":
-            from ..store.network import allocate_address
-
-            address = lambda container_id: allocate_address(self.layout, self.lock, container_id)  # noqa: E731
+        container_id = ctrs.new_container_id()
         with self._mutation():
+            address = None
+            if spec.network == "bridge":
+                from ..store.network import allocate_address
+
+                address = allocate_address(self.layout, self.lock, container_id)
             try:
                 return ctrs.create_container(
                     self.layout,
@@ -79,21 +80,15 @@ class ContainersAPI(StoreBase):
                     options=requested,
                     hostname=hostname,
                     spec=spec.to_json(),
+                    container_id=container_id,
                     address=address,
                 )
             except BaseException:
                 if address is not None:
-                    self._release_address_of_missing()
+                    from ..store.network import release_address
+
+                    release_address(self.layout, self.lock, container_id)
                 raise
-
-    def _release_address_of_missing(self) -> None:
-        """Give back bridge addresses held for containers that do not exist."""
-        from ..store.network import load_network, release_address
-
-        _, addresses = load_network(self.layout)
-        existing = set(ctrs.container_ids(self.layout))
-        for owner in set(addresses.values()) - existing:
-            release_address(self.layout, self.lock, owner)
 
     def plan(self, ref: str, *, links: bool = False) -> MountPlan:
         """The container's overlay as plain data; mounts nothing.

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidArgument, NotFound
+from ..errors import InvalidArgument
 from ..store import containers as ctrs
 from ..store.records import ContainerRecord
 from ._base import StoreBase
@@ -57,9 +57,7 @@ class RunningAPI(StoreBase):
             interactive=interactive,
             auto_remove=remove,
         )
-        for volume in spec.volumes:
-            if not os.path.exists(volume.source):
-                raise NotFound(f"volume source {volume.source} does not exist")
+        spec.check_volumes()
         return self.create_container(image, name=name, hostname=hostname, spec=spec)
 
     def run(self, image: str, command: Sequence[str] = (), **options: Any) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterable
 
 # The C library is already loaded into Python: dlopen(NULL) finds its symbols
 # without ctypes.util.find_library, which runs ldconfig in a subprocess.
@@ -143,7 +144,7 @@ def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | bytes | Non
         raise _fail("fsconfig")
 
 
-def add_lowers(fd: int, paths: list[str]) -> None:
+def add_lowers(fd: int, paths: Iterable[str]) -> None:
     """fsconfig(fd, SET_STRING, "lowerdir+", path) for each path, top first.
 
     One function for the loop that deep mounts spend their time in: the

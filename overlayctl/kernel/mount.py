@@ -15,7 +15,7 @@ import time
 
 from ..errors import KernelError, NotPermitted, OverlayUnsupported, TooManyLayers
 from ..plan.mountplan import MAX_LOWER_LAYERS, MountPlan
-from ..plan.options import classic_data, fsconfig_strings
+from ..plan.options import check_layer_count, classic_data, fsconfig_settings
 from . import _libc
 
 
@@ -116,19 +116,19 @@ def _read_fs_context(fd: int) -> str:
 
 
 def _apply_new(plan: MountPlan) -> None:
+    check_layer_count(len(plan.lowers))
     try:
         fd = _libc.fsopen("overlay")
     except OSError as exc:
         raise _MountFailed(exc, "fsopen") from exc
     try:
         _libc.fsconfig(fd, _libc.FSCONFIG_SET_STRING, "source", "overlay")
-        calls = fsconfig_strings(plan)
         try:
             # The hot loop of a deep mount: one call per layer, nothing else.
-            _libc.add_lowers(fd, [value for _, value in calls[: len(plan.lowers)]])
+            _libc.add_lowers(fd, plan.lowers)
         except OSError as exc:
             raise _MountFailed(exc, "fsconfig(lowerdir+)", _read_fs_context(fd)) from exc
-        for key, value in calls[len(plan.lowers) :]:
+        for key, value in fsconfig_settings(plan):
             _configure(fd, key, value)
         _configure(fd, None, None)
         try:

@@ -137,7 +137,12 @@ def fsconfig_strings(plan: MountPlan) -> list[tuple[str, str | None]]:
     ``lowerdir+`` takes one path per call, literally (no escaping).
     """
     check_layer_count(len(plan.lowers))
-    calls: list[tuple[str, str | None]] = [("lowerdir+", p) for p in plan.lowers]
+    return [("lowerdir+", p) for p in plan.lowers] + fsconfig_settings(plan)
+
+
+def fsconfig_settings(plan: MountPlan) -> list[tuple[str, str | None]]:
+    """The calls after the layers: upper, work and the feature options."""
+    calls: list[tuple[str, str | None]] = []
     if plan.upper is not None:
         calls.append(("upperdir", escape_path(plan.upper)))
         calls.append(("workdir", escape_path(plan.work or "")))

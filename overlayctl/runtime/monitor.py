@@ -13,7 +13,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from ..errors import InUse, NotFound, OverlayctlError
+from ..errors import InUse, OverlayctlError
 from ..kernel import ns
 from ..kernel.proc import is_alive, start_time, wait_gone
 from ..store import containers as ctrs
@@ -44,9 +44,7 @@ def check_startable(layout: StoreLayout, record: ContainerRecord, state: RunStat
         raise InUse(
             f"container {record.name} is mounted", hint=f"run 'overlayctl container unmount {record.name}' first"
         )
-    for volume in spec_of(record).volumes:
-        if not os.path.exists(volume.source):
-            raise NotFound(f"volume source {volume.source} does not exist")
+    spec_of(record).check_volumes()
 
 
 def run(

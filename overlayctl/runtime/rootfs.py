@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 
-from ..errors import InvalidArgument, NotFound
+from ..errors import InvalidArgument
 from ..kernel import _libc
 from .spec import Volume
 
@@ -49,9 +49,7 @@ def inside(merged: str, path: str) -> str:
 
 
 def bind_volumes(merged: str, volumes: tuple[Volume, ...]) -> None:
-    for volume in volumes:
-        if not os.path.exists(volume.source):
-            raise NotFound(f"volume source {volume.source} does not exist")
+    for volume in volumes:  # their sources were checked before the container started
         target = inside(merged, volume.target)
         if os.path.isdir(volume.source):
             os.makedirs(target, exist_ok=True)

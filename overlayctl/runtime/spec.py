@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, NotFound
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("none", "host", "bridge")
@@ -90,6 +90,12 @@ class RunSpec:
 
     def with_changes(self, **changes: Any) -> RunSpec:
         return replace(self, **changes)
+
+    def check_volumes(self) -> None:
+        """Refuse a volume whose host path is missing (before anything is made or started)."""
+        for volume in self.volumes:
+            if not os.path.exists(volume.source):
+                raise NotFound(f"volume source {volume.source} does not exist")
 
 
 def _merge_pairs(base: Iterable[str], overrides: Iterable[str]) -> dict[str, str]:

@@ -76,25 +76,29 @@ def _load(path: str, problems: list[Problem]) -> dict | None:
         return None
 
 
+def _records(directory: str, filename: str, kind: str, problems: list[Problem]):
+    """(name, path, record) of each object directory; one without its record is garbage."""
+    for name in _listdir(directory):
+        path = f"{directory}/{name}"
+        record = _load(f"{path}/{filename}", problems)
+        if record is not None:
+            yield name, path, record
+        elif not os.path.exists(f"{path}/{filename}"):
+            problems.append(Problem(path, f"{kind} directory without {filename}", garbage=True))
+
+
 def _check_layers(layout: StoreLayout, problems: list[Problem]) -> set[str]:
-    layers = set()
-    for name in _listdir(layout.layers):
-        path = f"{layout.layers}/{name}"
-        record = _load(f"{path}/layer.json", problems)
-        if record is None:
-            if not os.path.exists(f"{path}/layer.json"):
-                problems.append(Problem(path, "layer directory without layer.json", garbage=True))
-            continue
+    parents = {}
+    for name, path, record in _records(layout.layers, "layer.json", "layer", problems):
         if not os.path.isdir(f"{path}/diff"):
             problems.append(Problem(path, "layer without its diff directory"))
         if record.get("id") != f"sha256:{name}":
             problems.append(Problem(path, f"layer.json names {record.get('id')}, not its directory"))
-        layers.add(f"sha256:{name}")
-    for layer_id in layers:
-        parent = (_load(layout.layer_json(layer_id), problems) or {}).get("parent")
-        if parent and parent not in layers:
+        parents[f"sha256:{name}"] = record.get("parent")
+    for layer_id, parent in parents.items():
+        if parent and parent not in parents:
             problems.append(Problem(layout.layer_dir(layer_id), f"parent layer {parent} is missing"))
-    return layers
+    return set(parents)
 
 
 def _check_images(layout: StoreLayout, layers: set[str], problems: list[Problem]) -> set[str]:
@@ -127,13 +131,7 @@ def _check_tags(layout: StoreLayout, images: set[str], problems: list[Problem]) 
 
 
 def _check_containers(layout: StoreLayout, images: set[str], problems: list[Problem]) -> None:
-    for name in _listdir(layout.containers):
-        path = f"{layout.containers}/{name}"
-        record = _load(f"{path}/container.json", problems)
-        if record is None:
-            if not os.path.exists(f"{path}/container.json"):
-                problems.append(Problem(path, "container directory without container.json", garbage=True))
-            continue
+    for _, path, record in _records(layout.containers, "container.json", "container", problems):
         for sub in ("init", "upper", "work", "merged"):
             if not os.path.isdir(f"{path}/{sub}"):
                 problems.append(Problem(path, f"container {record.get('name')} has no {sub}/ directory"))

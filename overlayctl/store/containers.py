@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import replace
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound
 from ..plan.mountplan import MountPlan
@@ -70,15 +69,16 @@ def create_container(
     options: tuple = (),
     hostname: str | None = None,
     spec: dict | None = None,
-    address=None,
+    container_id: str | None = None,
+    address: str | None = None,
 ) -> ContainerRecord:
     """Make a container's directories and record (call under the store lock).
 
-    ``address`` is called with the new container ID and returns its bridge
-    address (or None); it is written into the init layer's /etc/hosts.
+    ``address``, its bridge address if it has one, goes into the init
+    layer's /etc/hosts.
     """
     check_layer_count(len(image.diff_ids) + 1)
-    container_id = os.urandom(32).hex()
+    container_id = container_id or new_container_id()
     name = name or f"c-{container_id[:10]}"
     record = ContainerRecord(
         id=container_id,
@@ -90,11 +90,10 @@ def create_container(
         layers=tuple(image.layers),
         options=tuple(options),
         spec=dict(spec or {}),
+        address=address,
     )
     staged = new_staging(layout.staging)
     try:
-        if address is not None:
-            record = replace(record, address=address(container_id))
         for sub in ("init", "upper", "work", "merged"):
             os.mkdir(f"{staged}/{sub}", 0o755)
         write_init_layer(f"{staged}/init", record.hostname, record.address)
@@ -114,6 +113,10 @@ def create_container(
                 os.unlink(path)
         raise
     return record
+
+
+def new_container_id() -> str:
+    return os.urandom(32).hex()
 
 
 def claim_name(layout: StoreLayout, name: str, container_id: str) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from ..rootfs import files_of
+
 from .conftest import SavedImage, save_image
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
@@ -129,14 +131,6 @@ def chain_id(diff_ids: list[str]) -> str:
     for diff_id in diff_ids[1:]:
         chain = "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
     return chain
-
-
-def files_of(root: Path) -> set[str]:
-    found = set()
-    for d, dirs, files in os.walk(root):
-        for name in dirs + files:
-            found.add(os.path.relpath(os.path.join(d, name), root))
-    return found
 
 
 def test_layer_of_docker_save_keeps_its_diff_id(store, docker_busybox):

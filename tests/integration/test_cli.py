@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
+
+from ..cli import store_cmd
 
 pytestmark = pytest.mark.root
 
@@ -17,17 +18,7 @@ def cli(store):
     """Run overlayctl as a subprocess against the test store."""
 
     def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        cmd = [
-            sys.executable,
-            "-m",
-            "overlayctl",
-            "--root",
-            store.layout.root,
-            "--run-root",
-            store.layout.run_root,
-            *args,
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True, input=input)
+        result = subprocess.run(store_cmd(store, *args), capture_output=True, text=True, input=input)
         if check and result.returncode != 0:
             raise AssertionError(f"{args} failed ({result.returncode}): {result.stderr}")
         return result

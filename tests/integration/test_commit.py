@@ -7,15 +7,9 @@ import stat
 
 import pytest
 
+from ..rootfs import files_of
+
 pytestmark = pytest.mark.root
-
-
-def files_of(root: str) -> set[str]:
-    found = set()
-    for d, dirs, files in os.walk(root):
-        for name in dirs + files:
-            found.add(os.path.relpath(os.path.join(d, name), root))
-    return found
 
 
 def test_commit_and_rollback(store, rootfs):

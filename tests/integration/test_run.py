@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from ..cli import run_as_nobody, store_cmd
+
 pytestmark = pytest.mark.root
 
 
@@ -24,18 +26,8 @@ def ctl(busybox):
     store = busybox
 
     def run(*args: str, check: bool = True, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
-        cmd = [
-            sys.executable,
-            "-m",
-            "overlayctl",
-            "--root",
-            store.layout.root,
-            "--run-root",
-            store.layout.run_root,
-            *args,
-        ]
         kwargs.setdefault("stdin", subprocess.DEVNULL)
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+        result = subprocess.run(store_cmd(store, *args), capture_output=True, text=True, timeout=timeout, **kwargs)
         if check and result.returncode != 0:
             raise AssertionError(f"{args} failed ({result.returncode}): {result.stderr}")
         return result
@@ -250,22 +242,8 @@ def test_detached_exec_stop_and_nothing_left(ctl):
 
 
 def test_sigterm_reaches_the_container(ctl):
-    cmd = [
-        sys.executable,
-        "-m",
-        "overlayctl",
-        "--root",
-        ctl.store.layout.root,
-        "--run-root",
-        ctl.store.layout.run_root,
-        "run",
-        "--rm",
-        "busybox",
-        "--",
-        "sh",
-        "-c",
-        "trap 'echo got TERM; exit 9' TERM; echo ready; while true; do sleep 0.1; done",
-    ]
+    script = "trap 'echo got TERM; exit 9' TERM; echo ready; while true; do sleep 0.1; done"
+    cmd = store_cmd(ctl.store, "run", "--rm", "busybox", "--", "sh", "-c", script)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline() == "ready\n"
@@ -287,17 +265,7 @@ def test_stdin_passes_through_with_i(ctl):
 
 def run_then_kill(store, *args: str) -> str:
     """Start 'overlayctl run ARGS' (printing "ready" first), SIGKILL it; the container ID."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "overlayctl",
-        "--root",
-        store.layout.root,
-        "--run-root",
-        store.layout.run_root,
-        "run",
-        *args,
-    ]
+    cmd = store_cmd(store, "run", *args)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline() == "ready\n"
@@ -348,27 +316,7 @@ def test_clear_errors(ctl, tmp_path):
 
 def test_not_root_is_refused_clearly(ctl):
     os.chmod(ctl.store.layout.root, 0o755)
-    cmd = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        sys.executable,
-        "-m",
-        "overlayctl",
-        "--root",
-        ctl.store.layout.root,
-        "--run-root",
-        ctl.store.layout.run_root,
-        "run",
-        "--rm",
-        "busybox",
-        "--",
-        "true",
-    ]
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    result = run_as_nobody(store_cmd(ctl.store, "run", "--rm", "busybox", "--", "true"))
     assert result.returncode == 1 and result.stderr.startswith("error:") and "root" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -430,24 +378,9 @@ def test_bridge_containers_talk(ctl, bridge):
 
 def test_concurrent_runs_get_distinct_addresses(ctl, bridge):
     store = ctl.store
-    cmd = [
-        sys.executable,
-        "-m",
-        "overlayctl",
-        "--root",
-        store.layout.root,
-        "--run-root",
-        store.layout.run_root,
-        "run",
-        "--rm",
-        "--network",
-        "bridge",
-        "busybox",
-        "--",
-        "sh",
-        "-c",
-        "ip -4 -o addr show eth0; sleep 1",
-    ]
+    cmd = store_cmd(
+        store, "run", "--rm", "--network", "bridge", "busybox", "--", "sh", "-c", "ip -4 -o addr show eth0; sleep 1"
+    )
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         for _ in range(4)

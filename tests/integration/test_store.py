@@ -292,26 +292,10 @@ def test_not_root_is_a_clear_error(tmp_path):
     for d in ("a", "b", "t"):
         (tmp_path / d).mkdir()
     os.chmod(tmp_path, 0o755)
-    cmd = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        sys.executable,
-        "-m",
-        "overlayctl",
-        "--root",
-        str(tmp_path / "root"),
-        "mount",
-        "--lower",
-        str(tmp_path / "a"),
-        "--lower",
-        str(tmp_path / "b"),
-        str(tmp_path / "t"),
-    ]
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    from ..cli import overlayctl_cmd, run_as_nobody
+
+    lowers = ["--lower", str(tmp_path / "a"), "--lower", str(tmp_path / "b")]
+    result = run_as_nobody(overlayctl_cmd(str(tmp_path / "root"), None, "mount", *lowers, str(tmp_path / "t")))
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("error: ") and "root" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
