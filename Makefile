@@ -15,6 +15,7 @@ VENV        := .venv
 VENV_PY     := $(VENV)/bin/python
 VENV_STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS  ?=
 
 # Debian packages the test suite, the demo and the lint target need.
 APT_PKGS    := busybox-static shellcheck vagrant docker.io iproute2 util-linux tar
@@ -69,8 +70,11 @@ test: deps $(VENV)
 demo: deps $(VENV)
 	bash demo/demo.sh
 
+# The benchmarks (as root; never fails on slow numbers). Pick families and
+# repetitions with BENCH_ARGS, e.g. make bench BENCH_ARGS='--only api,help --reps 5'
+# (--only FAMILY[,FAMILY], --reps N; python -m bench --help lists the families).
 bench: deps $(VENV)
-	$(VENV_PY) bench/bench.py
+	$(VENV_PY) -m bench $(BENCH_ARGS)
 
 # shellcheck every shell script of the repo (demo/*.sh only when present).
 lint:

@@ -21,32 +21,42 @@ pin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
 
-__all__ = [
-    "LayerStore",
-    "MountPlan",
-    "OverlayctlError",
-]
+# Public name -> the module that defines it.  Loaded lazily, so that
+# "import overlayctl.cli" stays light.
+_EXPORTS = {
+    "LayerStore": "api",
+    "Layers": "api",
+    "Images": "api",
+    "Containers": "api",
+    "Runtime": "api",
+    "Mounts": "api",
+    "System": "api",
+    "ContainerState": "api",
+    "HistoryEntry": "api",
+    "ImageRemoval": "api",
+    "CheckReport": "api",
+    "DiskUsage": "api",
+    "ImageUsage": "api",
+    "PruneReport": "api",
+    "OverlayMount": "api",
+    "MountedDir": "api",
+    "NetworkInfo": "api",
+    "LayerRecord": "store.records",
+    "ImageRecord": "store.records",
+    "ContainerRecord": "store.records",
+    "RunState": "store.state",
+    "Change": "store.changes",
+    "Problem": "store.check",
+    "MountPlan": "plan.mountplan",
+    "OverlayctlError": "errors",
+}
 
-if TYPE_CHECKING:
-    from .api import LayerStore
-    from .errors import OverlayctlError
-    from .plan.mountplan import MountPlan
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    # Lazy, so that "import overlayctl.cli" stays light.
-    if name == "LayerStore":
-        from .api import LayerStore
-
-        return LayerStore
-    if name == "MountPlan":
-        from .plan.mountplan import MountPlan
-
-        return MountPlan
-    if name == "OverlayctlError":
-        from .errors import OverlayctlError
-
-        return OverlayctlError
-    raise AttributeError(name)
+    if name not in _EXPORTS:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -48,7 +48,7 @@ def _cleanup_store(store) -> None:
     from overlayctl.kernel import mount as kmount
     from overlayctl.kernel import ns
 
-    for state in store.containers():
+    for state in store.containers.list():
         ns.remove_pin_file(store.layout.pin(state.record.id))
         while ns.is_mount_point(store.layout.merged(state.record.id)):
             kmount.unmount(store.layout.merged(state.record.id), detach=True)
@@ -101,7 +101,7 @@ def rootfs(tmp_path):
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory):
     """A root filesystem with the host's static busybox and all its applets."""
-    from .rootfs import build_busybox_rootfs
+    from testkit.rootfs import build_busybox_rootfs
 
     root = tmp_path_factory.mktemp("busybox-rootfs")
     if build_busybox_rootfs(root) is None:
@@ -112,5 +112,5 @@ def busybox_rootfs(tmp_path_factory):
 @pytest.fixture
 def busybox(store, busybox_rootfs):
     """The store with busybox imported as busybox:latest."""
-    store.import_image(str(busybox_rootfs), tag="busybox")
+    store.images.import_rootfs(str(busybox_rootfs), tag="busybox")
     return store

@@ -1,41 +1,82 @@
 """LayerStore: the Python API that the CLI and the benchmarks call.
 
-It joins the store (disk), the plan (pure data) and the kernel (syscalls)::
+A store has parts, each a handful of verbs returning typed records::
 
     from overlayctl import LayerStore
 
     store = LayerStore(root="/var/lib/overlayctl")
-    image = store.import_image("/srv/rootfs", tag="base")    # a one-layer image
-    ctr = store.create_container("base", name="web")         # init layer + empty upper
-    store.mount("web")                # overlay in a new, pinned mount namespace
-    print(store.plan("web").lowers)   # what is mounted, top first
-    store.commit("web", tag="base:v2", message="add config")
-    store.unmount("web")
-    store.remove_container("web")
+    image = store.images.import_rootfs("/srv/rootfs", tag="base")   # a one-layer image
+    ctr = store.containers.create("base", name="web")                # init layer + empty upper
+    store.containers.mount("web")        # overlay in a new, pinned mount namespace
+    print(store.containers.plan("web").lowers)                        # what is mounted, top first
+    store.containers.commit("web", tag="base:v2", message="add config")
+    store.containers.unmount("web")
+    store.containers.remove("web")
 
-Every mutation is built in staging and published by rename under the store
-lock, so a failed or interrupted call leaves the store as it was.
+Every change is one transaction: long work (unpacking a layer, copying an
+upper) happens in staging without the lock, and the publishing step runs
+under the store lock with a journal, so a failed, interrupted or killed
+call leaves the store as it was, or finished.
 """
 
 from __future__ import annotations
 
-from ._base import ContainerState, StoreBase
-from ._containers import ContainersAPI
-from ._images import ImagesAPI
-from ._inspect import InspectAPI, union_workdir
-from ._running import RunningAPI
+from ..store.lock import DEFAULT_TIMEOUT
+from ._containers import Containers, ContainerState
+from ._context import STORE_FORMAT, StoreContext
+from ._images import HistoryEntry, ImageRemoval, Images
+from ._layers import Layers
+from ._mounts import MountedDir, Mounts, OverlayMount, union_workdir
+from ._running import NetworkInfo, Runtime
+from ._system import CheckReport, DiskUsage, ImageUsage, PruneReport, System
 
-__all__ = ["ContainerState", "LayerStore", "StoreBase", "union_workdir"]
+__all__ = [
+    "STORE_FORMAT",
+    "CheckReport",
+    "ContainerState",
+    "Containers",
+    "DiskUsage",
+    "HistoryEntry",
+    "ImageRemoval",
+    "ImageUsage",
+    "Images",
+    "LayerStore",
+    "Layers",
+    "MountedDir",
+    "Mounts",
+    "NetworkInfo",
+    "OverlayMount",
+    "PruneReport",
+    "Runtime",
+    "System",
+    "union_workdir",
+]
 
 
-class LayerStore(ImagesAPI, ContainersAPI, RunningAPI, InspectAPI):
+class LayerStore:
     """A layer store at ``root`` with runtime state under ``run_root``.
 
-    Layers are read-only and content addressed (chain IDs); images are
-    ordered stacks of layers; containers are an image plus an init layer
-    and a writable upper.  References accept tags, names and unique ID
-    prefixes everywhere.
-
-    Each group of verbs lives in its own module: ``_images`` (layers and
-    images), ``_containers``, ``_running`` and ``_inspect``.
+    Its parts: ``layers`` (read-only, content addressed by chain ID),
+    ``images`` (ordered stacks of layers, and tags), ``containers`` (an
+    image plus an init layer and a writable upper), ``runtime`` (running
+    containers), ``mounts`` (what the kernel has mounted) and ``system``
+    (check, disk usage, prune).  References accept tags, names and unique
+    ID prefixes everywhere.  ``lock_timeout`` bounds the wait for another
+    process's change to the store.
     """
+
+    def __init__(self, root: str | None = None, run_root: str | None = None, *, lock_timeout: float = DEFAULT_TIMEOUT):
+        ctx = StoreContext(root, run_root, lock_timeout)
+        self.layout = ctx.layout
+        self.layers = Layers(ctx)
+        self.images = Images(ctx, self.layers)
+        self.containers = Containers(ctx, self.layers, self.images)
+        self.runtime = Runtime(ctx, self.images, self.containers)
+        self.mounts = Mounts(ctx, self.containers)
+        self.system = System(ctx, self.containers, self.runtime)
+        self._ctx = ctx
+
+    @property
+    def lock(self):
+        """The store lock (tests hold it to see that readers do not wait)."""
+        return self._ctx.lock

@@ -1,9 +1,10 @@
-"""Containers: create, plan, mount, enter, diff, commit, remove."""
+"""store.containers: create, plan, mount, enter, diff, commit and remove containers."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InUse, InvalidArgument, NotFound, StoreError, TooManyLayers
@@ -11,37 +12,100 @@ from ..plan.mountplan import MAX_LOWER_LAYERS, MountPlan
 from ..plan.options import parse_feature_options
 from ..store import containers as ctrs
 from ..store import images as imgs
+from ..store import layers as lyrs
 from ..store.changes import Change, upper_changes
 from ..store.records import ContainerRecord, ImageRecord, parse_ref
-from ..store.state import read_state
-from ._base import ContainerState, StoreBase
+from ..store.state import RunState, read_state
+from ..store.transaction import ROLLFORWARD, Transaction
+from ._context import StoreContext
+from ._images import Images
+from ._layers import Layers
 
 if TYPE_CHECKING:
     from ..runtime.spec import RunSpec
 
 
-class ContainersAPI(StoreBase):
-    """Containers: create, plan, mount, enter, diff, commit, remove."""
+#: The error of a container whose monitor died; the next verb that changes state reaps it.
+DEAD_MONITOR = "its overlayctl monitor died"
 
-    def containers(self) -> list[ContainerState]:
-        self.reap()
-        return [self._state(r) for r in ctrs.list_containers(self.layout)]
 
-    def container(self, ref: str) -> ContainerState:
-        return self._state(ctrs.resolve_container(self.layout, ref))
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    """A container's record with what is true of it now: mounted where, running or not."""
 
-    def _state(self, record: ContainerRecord) -> ContainerState:
+    record: ContainerRecord
+    mounted: str | None  # "namespace", "host" or None
+    pin: str | None
+    run: RunState = RunState()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.record.to_json(),
+            "mounted": self.mounted,
+            "pin": self.pin,
+            "state": self.run.status,
+            "pid": self.run.pid,
+            "exit_code": self.run.exit_code,
+            "oom_killed": self.run.oom_killed,
+            "run": self.run.to_json(),
+        }
+
+
+class Containers:
+    """Containers: an image, an init layer and a writable upper, mounted in their own namespace."""
+
+    def __init__(self, ctx: StoreContext, layers: Layers, images: Images) -> None:
+        self._ctx = ctx
+        self._layout = ctx.layout
+        self._layers = layers
+        self._images = images
+
+    # -- reading ------------------------------------------------------------
+
+    def list(self) -> list[ContainerState]:
+        """Every container with its state.  Reads only: a dead monitor is shown, not reaped."""
+        states = []
+        for record in ctrs.list_containers(self._layout):
+            states.append(self.state(record))
+        return states
+
+    def get(self, ref: str) -> ContainerState:
+        """A container by name, ID or unique ID prefix."""
+        return self.state(ctrs.resolve_container(self._layout, ref))
+
+    def state(self, record: ContainerRecord) -> ContainerState:
+        """What is true of a container now (its run state as seen, never written)."""
         from ..kernel import ns
+        from ..kernel.proc import is_alive
 
-        pin = self.layout.pin(record.id)
-        run = read_state(self.layout, record.id)
+        layout = self._layout
+        pin = layout.pin(record.id)
+        run = read_state(layout, record.id)
+        if run.status == "running" and not is_alive(run.monitor, run.monitor_start):
+            run = replace(run.exited(None), error=DEAD_MONITOR)
         if ns.is_pinned(pin):
             return ContainerState(record, "namespace", pin, run)
-        if ns.is_mount_point(self.layout.merged(record.id)):
+        if ns.is_mount_point(layout.merged(record.id)):
             return ContainerState(record, "host", None, run)
         return ContainerState(record, None, None, run)
 
-    def create_container(
+    def plan(self, ref: str, *, links: bool = False) -> MountPlan:
+        """The container's overlay as plain data; mounts nothing.
+
+        ``links`` adds the short relative names classic mount(2) uses.
+        """
+        record = ctrs.resolve_container(self._layout, ref)
+        return ctrs.build_plan(self._layout, record, links=links)
+
+    def diff(self, ref: str) -> list[Change]:
+        """Added, changed and deleted paths, from the container's upper."""
+        record = ctrs.resolve_container(self._layout, ref)
+        plan = ctrs.build_plan(self._layout, record)
+        return upper_changes(self._layout.upper(record.id), list(plan.lowers))
+
+    # -- changing -----------------------------------------------------------
+
+    def create(
         self,
         image: str,
         *,
@@ -53,28 +117,27 @@ class ContainersAPI(StoreBase):
         """A container from an image: init layer, empty upper and work.
 
         ``spec`` says how it runs; by default the image's Entrypoint, Cmd,
-        Env, WorkingDir and User, with no network.
+        Env, WorkingDir and User, with no network.  The image is resolved
+        in the same transaction that publishes the container, so a
+        concurrent ``image rm`` cannot leave it on a missing image.
         """
-        from ..runtime.spec import RunSpec, build_spec
         from ..store.records import check_container_name
 
         if name is not None:
             check_container_name(name)
         requested = parse_feature_options(options)
-        record = self.image(image)
-        if spec is None:
-            runtime = record.runtime
-            spec = build_spec(runtime) if runtime.get("Cmd") or runtime.get("Entrypoint") else RunSpec()
         container_id = ctrs.new_container_id()
-        with self._mutation():
+        with self._ctx.transaction("container create") as txn:
+            record = self._images.get(image)
+            spec = spec or _default_spec(record)
             address = None
             if spec.network == "bridge":
                 from ..store.network import allocate_address
 
-                address = allocate_address(self.layout, self.lock, container_id)
+                address = allocate_address(self._layout, txn.lock, container_id)
             try:
                 return ctrs.create_container(
-                    self.layout,
+                    txn,
                     record,
                     name=name,
                     options=requested,
@@ -87,16 +150,8 @@ class ContainersAPI(StoreBase):
                 if address is not None:
                     from ..store.network import release_address
 
-                    release_address(self.layout, self.lock, container_id)
+                    release_address(self._layout, txn.lock, container_id)
                 raise
-
-    def plan(self, ref: str, *, links: bool = False) -> MountPlan:
-        """The container's overlay as plain data; mounts nothing.
-
-        ``links`` adds the short relative names classic mount(2) uses.
-        """
-        record = ctrs.resolve_container(self.layout, ref)
-        return ctrs.build_plan(self.layout, record, links=links)
 
     def mount(self, ref: str, *, host: bool = False, api=None) -> ContainerState:
         """Mount a container: in a new pinned mount namespace, or with host=True in ours.
@@ -107,10 +162,11 @@ class ContainersAPI(StoreBase):
         from ..kernel import mount as kmount
         from ..kernel import ns
 
-        record = ctrs.resolve_container(self.layout, ref)
         api = api or kmount.default_api()
-        with self.lock:
-            state = self._state(record)
+        ctrs.resolve_container(self._layout, ref)  # NotFound before taking the lock of a store that may not exist
+        with self._ctx.lock:
+            record = ctrs.resolve_container(self._layout, ref)
+            state = self.state(record)
             if state.mounted:
                 raise InUse(f"container {record.name} is already mounted ({state.mounted})")
             if state.run.status == "running":
@@ -119,75 +175,71 @@ class ContainersAPI(StoreBase):
                     hint=f"use 'overlayctl exec {record.name}'",
                 )
             self._check_volatile(record)
-            plan = ctrs.build_plan(self.layout, record, links=api is kmount.MountApi.CLASSIC, labels=False)
+            plan = ctrs.build_plan(self._layout, record, links=api is kmount.MountApi.CLASSIC, labels=False)
             if host:
                 kmount.apply(plan, api)
                 return ContainerState(record, "host", None)
-            pin = self.layout.pin(record.id)
-            ns.prepare_pin_dir(self.layout.ns_dir)
+            pin = self._layout.pin(record.id)
+            ns.prepare_pin_dir(self._layout.ns_dir)
             try:
                 ns.run_in_new_namespace(pin, lambda: kmount.apply(plan, api))
             except BaseException:
-                ns.release_pin_dir_if_unused(self.layout.ns_dir)
+                ns.release_pin_dir_if_unused(self._layout.ns_dir)
                 raise
             return ContainerState(record, "namespace", pin)
 
     def _check_volatile(self, record: ContainerRecord) -> None:
-        if os.path.exists(f"{self.layout.work(record.id)}/work/incompat/volatile"):
+        if os.path.exists(f"{self._layout.work(record.id)}/work/incompat/volatile"):
             raise StoreError(
                 f"container {record.name} was mounted 'volatile' and not cleanly unmounted; "
                 "its upper may have lost writes",
-                hint=f"check it, then remove {self.layout.work(record.id)}/work/incompat",
+                hint=f"check it, then remove {self._layout.work(record.id)}/work/incompat",
             )
 
     def unmount(self, ref: str) -> bool:
         """Undo mount (either kind); False when the container was not mounted."""
+        with self._ctx.transaction("container unmount") as txn:
+            return self._unmount(txn, ctrs.resolve_container(self._layout, ref))
+
+    def _unmount(self, txn: Transaction, record: ContainerRecord) -> bool:
         from ..kernel import mount as kmount
         from ..kernel import ns
 
-        record = ctrs.resolve_container(self.layout, ref)
-        with self.lock:
-            pin = self.layout.pin(record.id)
-            if ns.is_pinned(pin):
-                # Unmount inside first: dropping the pin alone would leave the
-                # overlay's teardown (and the sync of its upper) to a kernel
-                # worker, still running when this returns.
-                merged = self.layout.merged(record.id)
-                ns.run_in_namespace(pin, lambda: kmount.unmount(merged, detach=False))
-            # The pin dir's own bind mount stays (as ip netns keeps /run/netns):
-            # the next mount needs it; the last container's removal releases it.
-            done = ns.drop_pin(pin)
-            if ns.is_mount_point(self.layout.merged(record.id)):
-                done = kmount.unmount(self.layout.merged(record.id)) or done
-            if done and any(k == "volatile" for k, _ in record.options):
-                # A clean unmount makes a volatile upper safe to mount again.
-                ctrs.reset_work(self.layout, record)
+        pin = self._layout.pin(record.id)
+        merged = self._layout.merged(record.id)
+        if ns.is_pinned(pin):
+            # Unmount inside first: dropping the pin alone would leave the
+            # overlay's teardown (and the sync of its upper) to a kernel
+            # worker, still running when this returns.
+            ns.run_in_namespace(pin, lambda: kmount.unmount(merged, detach=False))
+        # The pin dir's own bind mount stays (as ip netns keeps /run/netns):
+        # the next mount needs it; the last container's removal releases it.
+        done = ns.drop_pin(pin)
+        if ns.is_mount_point(merged):
+            done = kmount.unmount(merged) or done
+        if done and any(k == "volatile" for k, _ in record.options):
+            # A clean unmount makes a volatile upper safe to mount again.
+            ctrs.reset_work(txn, record)
         return done
 
     def enter(self, ref: str, command: Sequence[str] = ()) -> None:
         """Replace this process by command, inside the container's mount namespace."""
         from ..kernel import ns
 
-        state = self.container(ref)
+        state = self.get(ref)
         if not state.mounted:
             raise InvalidArgument(
                 f"container {state.record.name} is not mounted",
                 hint=f"run 'overlayctl container mount {state.record.name}'",
             )
         if state.mounted == "namespace":
-            ns.enter(self.layout.pin(state.record.id))
-        os.chdir(self.layout.merged(state.record.id))
+            ns.enter(self._layout.pin(state.record.id))
+        os.chdir(self._layout.merged(state.record.id))
         argv = list(command) or [os.environ.get("SHELL") or "/bin/sh"]
         try:
             os.execvp(argv[0], argv)
         except FileNotFoundError:
             raise NotFound(f"command not found: {argv[0]}") from None
-
-    def diff(self, ref: str) -> list[Change]:
-        """Added, changed and deleted paths, from the container's upper."""
-        record = ctrs.resolve_container(self.layout, ref)
-        plan = ctrs.build_plan(self.layout, record)
-        return upper_changes(self.layout.upper(record.id), list(plan.lowers))
 
     def commit(
         self,
@@ -200,52 +252,76 @@ class ContainersAPI(StoreBase):
         """The container's upper as a new layer on its image: a new image.
 
         ``changes`` (cmd, entrypoint, env, workdir) adjust the new image's
-        runtime config; the rest is the parent image's.
-
-        The old image stays (rollback); the container keeps its upper and its
-        mount.  An upper written with redirect_dir=on or metacopy=on is refused.
+        runtime config; the rest is the parent image's.  The upper is copied
+        in staging without the lock; the layer, image and tag are published
+        in one transaction.  The old image stays (rollback); the container
+        keeps its upper and its mount.  An upper written with redirect_dir=on
+        or metacopy=on is refused.
         """
-        record = ctrs.resolve_container(self.layout, ref)
+        from ..runtime.spec import runtime_changes
+
+        record = ctrs.resolve_container(self._layout, ref)
         ref_tag = parse_ref(tag) if tag else None
-        base = imgs.load_image(self.layout, record.image)
+        base = imgs.load_image(self._layout, record.image)
         if len(base.layers) + 2 > MAX_LOWER_LAYERS:
             raise TooManyLayers(
                 f"committing would make an image of {len(base.layers) + 1} layers; with a container's "
                 f"init layer that is more than the kernel's {MAX_LOWER_LAYERS}",
                 hint="squash the image first",
             )
-        parent_layer = base.layers[-1] if base.layers else None
-        layer = self.create_layer(self.layout.upper(record.id), parent=parent_layer, comment=message)
-        history = base.history + [
-            {"created": layer.created, "created_by": f"overlayctl container commit {record.name}", "comment": message}
-        ]
-        from ..runtime.spec import runtime_changes
-
         config = runtime_changes(**(changes or {}), base=base.runtime)
-        return self._publish_image(
-            base.diff_ids + [layer.diff_id], runtime=config, history=history, tag=ref_tag, parent=base.id
-        )
+        staged = self._layers.stage(self._layout.upper(record.id))
+        try:
+            with self._ctx.transaction("container commit") as txn:
+                base = imgs.load_image(self._layout, record.image)
+                parent = base.layers[-1] if base.layers else None
+                layer, _ = lyrs.publish_layer(txn, staged, parent=parent, comment=message)
+                entry = {
+                    "created": layer.created,
+                    "created_by": f"overlayctl container commit {record.name}",
+                    "comment": message,
+                }
+                image = ImageRecord.build(
+                    base.diff_ids + [layer.diff_id],
+                    runtime=config,
+                    history=base.history + [entry],
+                    parent=base.id,
+                )
+                return self._images.publish(txn, image, tag=ref_tag)
+        finally:
+            staged.discard()
 
-    def remove_container(self, ref: str, *, force: bool = False) -> ContainerRecord:
-        """Delete a container (refused while mounted unless force: then unmounted first)."""
-        from ..kernel import ns
+    def remove(self, ref: str, *, force: bool = False) -> ContainerRecord:
+        """Delete a container that does not run (a mounted one only with force: unmounted first).
 
-        self.reap()
-        record = ctrs.resolve_container(self.layout, ref)
-        if read_state(self.layout, record.id).status == "running":
-            if not force:
-                raise InUse(f"container {record.name} is running", hint="stop it first or use -f")
-            self.stop(record.id, timeout=0)
-        with self._mutation():
-            if self._state(record).mounted:
+        A running container is stopped by ``store.runtime.remove``.
+        """
+        with self._ctx.transaction("container rm", on_crash=ROLLFORWARD) as txn:
+            record = ctrs.resolve_container(self._layout, ref)
+            if read_state(self._layout, record.id).status == "running":
+                raise InUse(f"container {record.name} is running", hint="stop it first, or 'overlayctl rm -f'")
+            if self.state(record).mounted:
                 if not force:
                     raise InUse(f"container {record.name} is mounted", hint="unmount it first or use -f")
-                self.unmount(record.id)
-            ns.remove_pin_file(self.layout.pin(record.id))
-            ns.release_pin_dir_if_unused(self.layout.ns_dir)
-            if record.address:
-                from ..store.network import release_address
-
-                release_address(self.layout, self.lock, record.id)
-            ctrs.remove_container(self.layout, record)
+                self._unmount(txn, record)
+            self.discard(txn, record)
         return record
+
+    def discard(self, txn: Transaction, record: ContainerRecord) -> None:
+        """Remove a stopped, unmounted container inside txn: pin file, address, directories."""
+        from ..kernel import ns
+
+        ns.remove_pin_file(self._layout.pin(record.id))
+        ns.release_pin_dir_if_unused(self._layout.ns_dir)
+        if record.address:
+            from ..store.network import release_address
+
+            release_address(self._layout, txn.lock, record.id)
+        ctrs.remove_container(txn, record)
+
+
+def _default_spec(image: ImageRecord) -> RunSpec:
+    from ..runtime.spec import RunSpec, build_spec
+
+    runtime = image.runtime
+    return build_spec(runtime) if runtime.get("Cmd") or runtime.get("Entrypoint") else RunSpec()

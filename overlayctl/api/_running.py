@@ -1,24 +1,47 @@
-"""Running containers: run, start, stop, exec, logs, the bridge network, reaping."""
+"""store.runtime: run, start, stop, exec and remove running containers; the bridge network.
+
+A thin part over ``runtime/``: how a container's process is started and
+watched can change back end without changing these verbs.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from ..errors import InvalidArgument
 from ..store import containers as ctrs
 from ..store.records import ContainerRecord
-from ._base import StoreBase
+from ._containers import Containers
+from ._context import StoreContext
+from ._images import Images
 
-if TYPE_CHECKING:
-    pass
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    """The bridge network: its name, subnet, gateway, and addresses held by containers."""
+
+    bridge: str
+    subnet: str
+    gateway: str
+    addresses: dict[str, str]  # address -> container name (or ID when it is gone)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bridge": self.bridge, "subnet": self.subnet, "gateway": self.gateway, "addresses": self.addresses}
 
 
-class RunningAPI(StoreBase):
-    """Running containers: run, start, stop, exec, logs, the bridge network, reaping."""
+class Runtime:
+    """Running containers: their processes, their state, their network."""
 
-    def create_for_run(
+    def __init__(self, ctx: StoreContext, images: Images, containers: Containers) -> None:
+        self._ctx = ctx
+        self._layout = ctx.layout
+        self._images = images
+        self._containers = containers
+
+    def create(
         self,
         image: str,
         command: Sequence[str] = (),
@@ -39,14 +62,13 @@ class RunningAPI(StoreBase):
         """A container with everything ``run`` needs: its command, env, limits, network."""
         from ..runtime.spec import build_spec
 
-        self.reap()
         limits = {}
         if (memory, pids_limit, cpus) != (None, None, None):
             from ..runtime.cgroups import Limits  # only with limits: it is not a light import
 
             limits = Limits.parse(memory, pids_limit, cpus).to_json()
         spec = build_spec(
-            self.image(image).runtime,
+            self._images.get(image).runtime,
             command=command,
             env=env,
             workdir=workdir,
@@ -58,15 +80,30 @@ class RunningAPI(StoreBase):
             auto_remove=remove,
         )
         spec.check_volumes()
-        return self.create_container(image, name=name, hostname=hostname, spec=spec)
+        return self._containers.create(image, name=name, hostname=hostname, spec=spec)
 
     def run(self, image: str, command: Sequence[str] = (), **options: Any) -> int:
         """Create a container and run it in the foreground; returns its exit code.
 
-        Takes the keyword options of ``create_for_run``.
+        Takes the keyword options of ``create``.  With ``remove=True`` the
+        container is gone afterwards, also when it could not be started.
         """
-        record = self.create_for_run(image, command, **options)
-        return self.start(record.id, attach=True)
+        self.reap()
+        record = self.create(image, command, **options)
+        try:
+            return self.start(record.id, attach=True)
+        except BaseException:
+            if options.get("remove"):
+                self._remove_leftover(record)
+            raise
+
+    def _remove_leftover(self, record: ContainerRecord) -> None:
+        from ..errors import OverlayctlError
+
+        try:
+            self._containers.remove(record.id, force=True)
+        except OverlayctlError:
+            pass  # already removed by its monitor, or reported by check
 
     def start(self, ref: str, *, attach: bool = False) -> int:
         """Start a container.
@@ -76,62 +113,71 @@ class RunningAPI(StoreBase):
         """
         from ..runtime import monitor
 
-        self.reap()
-        record = ctrs.resolve_container(self.layout, ref)
+        record = ctrs.resolve_container(self._layout, ref)
         if not record.spec.get("argv"):
             raise InvalidArgument(f"container {record.name} has no command", hint="create it with 'overlayctl run'")
         if attach:
-            return monitor.run(self.layout, self.lock, record)
+            return monitor.run(self._ctx, record)
         from ..runtime import daemon
 
-        return daemon.start_detached(self.layout, self.lock, record)
+        return daemon.start_detached(self._ctx, record)
 
     def stop(self, ref: str, *, timeout: float = 10.0) -> bool:
         """SIGTERM, then SIGKILL after timeout; False if it was not running."""
         from ..runtime import monitor
 
-        record = ctrs.resolve_container(self.layout, ref)
-        return monitor.stop(self.layout, self.lock, record, timeout)
+        record = ctrs.resolve_container(self._layout, ref)
+        return monitor.stop(self._ctx, record, timeout)
+
+    def remove(self, ref: str, *, force: bool = False) -> ContainerRecord:
+        """Remove a container; with force a running one is stopped (and a mounted one unmounted) first."""
+        self.reap()
+        record = ctrs.resolve_container(self._layout, ref)
+        state = self._containers.state(record)
+        if state.run.status == "running":
+            if not force:
+                from ..errors import InUse
+
+                raise InUse(f"container {record.name} is running", hint="stop it first or use -f")
+            self.stop(record.id, timeout=0)
+        return self._containers.remove(record.id, force=force)
 
     def exec(self, ref: str, command: Sequence[str], *, interactive: bool = False) -> int:
         """Run command inside a running container (all its namespaces and its root)."""
         from ..runtime import enter
 
-        state = self.container(ref)
+        state = self._containers.get(ref)
         if state.run.status != "running" or not state.run.pid:
             raise InvalidArgument(
                 f"container {state.record.name} is not running", hint=f"overlayctl start {state.record.name}"
             )
         return enter.exec_in(state.record, state.run, list(command), interactive=interactive)
 
-    def logs(self, ref: str) -> str:
-        """The path of a detached container's output."""
-        record = ctrs.resolve_container(self.layout, ref)
-        return self.layout.log(record.id)
+    def log_path(self, ref: str) -> str:
+        """The file holding a detached container's output."""
+        record = ctrs.resolve_container(self._layout, ref)
+        return self._layout.log(record.id)
 
-    def network(self) -> dict[str, Any]:
-        """The bridge network: name, subnet, gateway, and addresses by container."""
+    def network(self) -> NetworkInfo:
+        """The bridge network and the addresses handed out."""
         from ..store.network import load_network
 
-        config, addresses = load_network(self.layout)
-        names = {r.id: r.name for r in ctrs.list_containers(self.layout)}
-        return {
-            "bridge": config.bridge,
-            "subnet": config.subnet,
-            "gateway": str(config.gateway),
-            "addresses": {a: names.get(cid, cid) for a, cid in addresses.items()},
-        }
+        config, addresses = load_network(self._layout)
+        names = {r.id: r.name for r in ctrs.list_containers(self._layout)}
+        held = {a: names.get(cid, cid) for a, cid in addresses.items()}
+        return NetworkInfo(config.bridge, config.subnet, str(config.gateway), held)
 
     def configure_network(self, *, bridge: str | None = None, subnet: str | None = None) -> None:
+        """Set the bridge's name and/or subnet (refused while addresses are handed out)."""
         from ..store.network import configure_network
 
-        with self._mutation():
-            configure_network(self.layout, self.lock, bridge=bridge, subnet=subnet)
+        with self._ctx.transaction("network set") as txn:
+            configure_network(self._layout, txn.lock, bridge=bridge, subnet=subnet)
 
     def reap(self) -> list[str]:
-        """Clean up after containers whose overlayctl monitor died."""
-        if not os.path.isdir(self.layout.containers):
+        """Clean up after containers whose overlayctl monitor died; their names."""
+        if not os.path.isdir(self._layout.containers):
             return []
         from ..runtime import monitor
 
-        return monitor.reap_stale(self.layout, self.lock)
+        return monitor.reap_stale(self._ctx)

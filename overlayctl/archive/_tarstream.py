@@ -1,7 +1,7 @@
 """Reading a layer stream: decompression, the diff_id, and checked tar headers.
 
 Python 3.11.7's ``tarfile`` is used only to parse ustar/GNU header blocks, in
-stream mode. What it gets wrong on this version is guarded here (doc section 9):
+stream mode. What it gets wrong on this version is guarded here:
 
 - a bad checksum or a truncated header ends iteration silently, as if the archive
   ended: after the last member we require that everything left is zero bytes and
@@ -32,7 +32,9 @@ _CHUNK = 1 << 20
 _MAX_META_SIZE = 1 << 20
 _META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _LONG_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
-# Magic numbers (doc 5.5). Checked only when the ustar magic is absent, since a
+# Magic numbers of compressed streams we do not read (zstd is an OCI layer media
+# type, https://github.com/opencontainers/image-spec/blob/main/layer.md; bzip2 and
+# xz are not). Checked only when the ustar magic is absent, since a
 # plain tar's first bytes are a file name, which may start with anything.
 _UNSUPPORTED = (
     (b"\x28\xb5\x2f\xfd", "zstd"),

@@ -1,4 +1,4 @@
-"""Importing one OCI layer tar into an overlay layer directory (doc 5.3).
+"""Importing one OCI layer tar into an overlay layer directory.
 
 Every path is resolved one component at a time from an fd of the layer
 directory, with ``O_NOFOLLOW``: a symlink in the archive is created verbatim
@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from overlayctl.archive import whiteout as wh
 from overlayctl.archive._tarstream import TarReader
-from overlayctl.archive.generate import dir_size
+from overlayctl.archive.generate import dir_usage
 from overlayctl.errors import ArchiveError, UnsafeArchive
 
 Parts = tuple[str, ...]
@@ -49,6 +49,7 @@ class ExtractResult:
     diff_id: str  # "sha256:<64 hex>" of the uncompressed tar bytes exactly as given
     size: int  # bytes of regular-file content in dest, hardlinked files counted once
     entries: int  # tar entries read, whiteouts and opaque markers included
+    inodes: int = 0  # inodes in dest, its root included, hardlinked files counted once
 
 
 def extract_layer(source: BinaryIO, dest: str) -> ExtractResult:
@@ -74,7 +75,8 @@ def extract_layer(source: BinaryIO, dest: str) -> ExtractResult:
                 raise ArchiveError(f"cannot extract entry {member.name!r}: {why}") from exc
         diff_id = reader.finish()
         layer.finish_dirs()
-    return ExtractResult(diff_id=diff_id, size=dir_size(dest), entries=entries)
+    size, inodes = dir_usage(dest)
+    return ExtractResult(diff_id=diff_id, size=size, entries=entries, inodes=inodes)
 
 
 def split_name(name: str, what: str = "entry") -> Parts:

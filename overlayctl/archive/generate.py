@@ -1,4 +1,4 @@
-"""Exporting a layer or upper directory as a canonical OCI layer tar (doc 5.4).
+"""Exporting a layer or upper directory as a canonical OCI layer tar.
 
 The output depends only on the tree: entries in bytewise-sorted depth-first
 order, PAX format, whole-second mtimes, numeric owners with empty user and
@@ -68,19 +68,19 @@ def write_layer_tar(src: str, out: BinaryIO) -> str:
     return sink.diff_id()
 
 
-def dir_size(path: str) -> int:
-    """Bytes of regular files under ``path``, hardlinks counted once, symlinks not followed."""
-    total = 0
+def dir_usage(path: str) -> tuple[int, int]:
+    """(bytes of regular files, inodes) under ``path``; hardlinks counted once, symlinks not followed."""
+    total, inodes = 0, 1
     seen: set[tuple[int, int]] = set()
     for _dfd, _name, _rel, st in _walk(os.open(path, _DIR)):
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        if st.st_nlink > 1:
+        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
-        total += st.st_size
-    return total
+        inodes += 1
+        if stat.S_ISREG(st.st_mode):
+            total += st.st_size
+    return total, inodes
 
 
 def _walk(root: int) -> Iterator[tuple[int, str, str, os.stat_result]]:
@@ -204,7 +204,7 @@ class _Exporter:
             self._tar.addfile(info)
 
     def _is_alt_whiteout(self, rel: str, st: os.stat_result, xattrs: dict[str, bytes]) -> bool:
-        # The kernel honours these only inside a dir marked opaque="x" (doc 2).
+        # overlayfs honours these only inside a dir whose trusted.overlay.opaque is "x" (kernel >= 6.7).
         return (
             _parent(rel).rstrip("/") in self._alt_dirs
             and stat.S_ISREG(st.st_mode)

@@ -43,7 +43,9 @@ OPAQUE_VALUE = b"y"
 ALT_OPAQUE_VALUE = b"x"
 ALT_WHITEOUT_XATTR = "trusted.overlay.whiteout"
 # An upper carrying these is not a complete changeset: a redirected dir holds
-# only what changed, and a metacopy file holds no data (doc 5.4).
+# only what changed, and a metacopy file holds no data
+# (https://docs.kernel.org/filesystems/overlayfs.html, "Renaming directories"
+# and "Metadata only copy up").
 INCOMPLETE_XATTRS = frozenset(
     prefix + suffix for prefix in OVERLAY_XATTR_PREFIXES for suffix in ("redirect", "metacopy")
 )

@@ -27,6 +27,7 @@ _COMMANDS = {
     "network": ("network", "network", "Show or set the bridge network's name and subnet."),
     "mounts": ("mounts", "mounts", "Show overlay mounts and which store layer each directory is."),
     "check": ("check", "check", "Check the store's records against its directories (--repair)."),
+    "system": ("system", "system", "Disk usage of the store (df), and removing what nothing uses (prune)."),
     "info": ("info", "info", "Show kernel overlay support and the store's filesystem."),
     "mount": ("union", "mount", "Union-mount plain directories (first --lower on top)."),
     "umount": ("union", "umount", "Unmount a union made by 'overlayctl mount'."),
@@ -54,10 +55,18 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", envvar="OVERLAYCTL_ROOT", help="Store root [default: /var/lib/overlayctl].")
 @click.option("--run-root", envvar="OVERLAYCTL_RUN_ROOT", help="Runtime state [default: /run/overlayctl].")
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar="OVERLAYCTL_LOCK_TIMEOUT",
+    help="Seconds to wait for another process's change to the store.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option("0.1.0", prog_name="overlayctl")
 @click.pass_context
-def cli(ctx: click.Context, root: str | None, run_root: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, root: str | None, run_root: str | None, lock_timeout: float, debug: bool) -> None:
     """overlayctl: a layer store and overlay mount orchestrator.
 
     \b
@@ -67,22 +76,36 @@ def cli(ctx: click.Context, root: str | None, run_root: str | None, debug: bool)
       overlayctl container mount web
       overlayctl container enter web -- ls
     """
-    ctx.obj = {"root": root, "run_root": run_root, "debug": debug}
+    ctx.obj = {"root": root, "run_root": run_root, "lock_timeout": lock_timeout, "debug": debug}
+
+
+def _show_warnings_as_one_line() -> None:
+    """A warning (a damaged record a listing skipped) is one ``warning:`` line on stderr."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning our errors into one line on stderr."""
+    """Entry point: run the CLI, turning our errors (and any OSError) into one line on stderr."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or bool(os.environ.get("OVERLAYCTL_DEBUG"))
+    _show_warnings_as_one_line()
     try:
         cli.main(args=args, prog_name="overlayctl", standalone_mode=False)
-    except OverlayctlError as exc:
+    except (OverlayctlError, OSError) as exc:
+        from ..errors import from_oserror  # an OSError no call site translated: the same boundary
+
+        error = from_oserror(exc) if isinstance(exc, OSError) else exc
         if debug:
             import traceback
 
             traceback.print_exc()
-        exc.show()
-        sys.exit(exc.exit_code)
+        error.show()
+        sys.exit(error.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted!", err=True)
         sys.exit(1)
@@ -91,13 +114,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except OSError as exc:
-        if debug:
-            raise
-        where = f": {exc.filename}" if exc.filename else ""
-        hint = " (overlayctl needs root)" if isinstance(exc, PermissionError) else ""
-        click.echo(f"error: {exc.strerror or exc}{where}{hint}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(0)

@@ -34,7 +34,24 @@ def store_from(ctx: click.Context):
     from ..api import LayerStore
 
     obj = ctx.find_root().obj or {}
-    return LayerStore(obj.get("root"), obj.get("run_root"))
+    return LayerStore(obj.get("root"), obj.get("run_root"), lock_timeout=obj.get("lock_timeout", 30.0))
+
+
+def tags_by_image(store) -> dict[str, list[str]]:
+    """{image ID: its tags}; with a damaged tags.json, {} and a warning (listings go on)."""
+    import warnings
+
+    from ..errors import DamagedRecordWarning, StoreError
+
+    try:
+        tags = store.images.tags()
+    except StoreError as exc:
+        warnings.warn(exc.message, DamagedRecordWarning, stacklevel=2)
+        return {}
+    by_image: dict[str, list[str]] = {}
+    for ref, image_id in sorted(tags.items()):
+        by_image.setdefault(image_id, []).append(ref)
+    return by_image
 
 
 def print_json(data: Any) -> None:

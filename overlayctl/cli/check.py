@@ -10,26 +10,31 @@ from ._output import json_option, print_json, store_from
 
 
 @click.command()
-@click.option("--repair", is_flag=True, help="Remove garbage: unfinished work, orphan directories, dangling links.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Fix what is safe to: finish an interrupted transaction, remove garbage, restore short links.",
+)
+@click.option("--verify-content", is_flag=True, help="Also re-hash every layer's files (reads the whole store).")
 @json_option
 @click.pass_context
-def check(ctx, repair: bool, as_json: bool) -> None:
-    """Check the store; exit 1 if anything is wrong that --repair cannot fix.
+def check(ctx, repair: bool, verify_content: bool, as_json: bool) -> None:
+    """Check the store; exit 1 if anything is wrong that --repair did not fix.
 
-    \\b
+    \b
     Example:
       overlayctl check --repair
     """
-    result = store_from(ctx).check(repair=repair)
+    report = store_from(ctx).system.check(repair=repair, verify_content=verify_content)
     if as_json:
-        print_json(result)
+        print_json(report.to_json())
     else:
-        for problem in result["removed"]:
-            click.echo(f"removed: {problem['path']}: {problem['message']}")
-        for problem in result["problems"]:
-            fix = " (garbage: --repair removes it)" if problem["garbage"] else ""
-            click.echo(f"problem: {problem['path']}: {problem['message']}{fix}")
-        if not result["problems"]:
+        for problem in report.repaired:
+            click.echo(f"repaired: {problem.path}: {problem.message}")
+        for problem in report.problems:
+            fix = f" (--repair: {problem.repair})" if problem.repair else ""
+            click.echo(f"problem: {problem.path}: {problem.message}{fix}")
+        if not report.problems:
             click.echo("the store is consistent")
-    if result["problems"]:
+    if report.problems:
         sys.exit(1)

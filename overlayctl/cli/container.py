@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from ._output import config_changes, config_options, json_option, print_json, print_table, short, store_from, when
+from ._output import (
+    config_changes,
+    config_options,
+    json_option,
+    print_json,
+    print_table,
+    short,
+    store_from,
+    tags_by_image,
+    when,
+)
 
 _API = click.Choice(["new", "classic"])
 
@@ -41,7 +51,7 @@ def create(ctx, image: str, name: str | None, hostname: str | None, options: tup
     Example:
       overlayctl container create busybox --name web -o volatile
     """
-    record = store_from(ctx).create_container(image, name=name, options=options, hostname=hostname)
+    record = store_from(ctx).containers.create(image, name=name, options=options, hostname=hostname)
     print_json(record.to_json()) if as_json else click.echo(record.name)
 
 
@@ -56,12 +66,13 @@ def ls(ctx, as_json: bool) -> None:
       overlayctl container ls
     """
     store = store_from(ctx)
-    states = store.containers()
+    states = store.containers.list()
     if as_json:
         return print_json([s.to_json() for s in states])
     rows = []
+    tags_of = tags_by_image(store)
     for s in states:
-        tags = store.tags(s.record.image)
+        tags = tags_of.get(s.record.image)
         image = tags[0] if tags else short(s.record.image)
         rows.append(
             (
@@ -89,8 +100,8 @@ def inspect(ctx, ref: str, as_json: bool) -> None:
       overlayctl container inspect web --json
     """
     store = store_from(ctx)
-    state = store.container(ref)
-    plan = store.plan(state.record.id)
+    state = store.containers.get(ref)
+    plan = store.containers.plan(state.record.id)
     data = {**state.to_json(), "plan": plan.to_json()}
     if as_json:
         return print_json(data)
@@ -138,7 +149,7 @@ def mount(ctx, ref: str, host: bool, api: str | None) -> None:
     from ..kernel.mount import MountApi
 
     store = store_from(ctx)
-    state = store.mount(ref, host=host, api=MountApi(api) if api else None)
+    state = store.containers.mount(ref, host=host, api=MountApi(api) if api else None)
     click.echo(store.layout.merged(state.record.id))
 
 
@@ -152,7 +163,7 @@ def unmount(ctx, ref: str) -> None:
     Example:
       overlayctl container unmount web
     """
-    if not store_from(ctx).unmount(ref):
+    if not store_from(ctx).containers.unmount(ref):
         click.echo(f"{ref} was not mounted", err=True)
 
 
@@ -167,7 +178,7 @@ def enter(ctx, ref: str, command: tuple[str, ...]) -> None:
     Example:
       overlayctl container enter web -- ls -l bin
     """
-    store_from(ctx).enter(ref, command)
+    store_from(ctx).containers.enter(ref, command)
 
 
 @container.command("diff")
@@ -181,7 +192,7 @@ def diff(ctx, ref: str, as_json: bool) -> None:
     Example:
       overlayctl container diff web
     """
-    changes = store_from(ctx).diff(ref)
+    changes = store_from(ctx).containers.diff(ref)
     if as_json:
         return print_json([c.to_json() for c in changes])
     for change in changes:
@@ -202,7 +213,7 @@ def commit(ctx, ref: str, tag: str | None, message: str, as_json: bool, **option
     Example:
       overlayctl container commit web busybox:v2 -m "add index.html"
     """
-    record = store_from(ctx).commit(ref, tag=tag, message=message, changes=config_changes(options))
+    record = store_from(ctx).containers.commit(ref, tag=tag, message=message, changes=config_changes(options))
     print_json({"id": record.id, "tag": tag, "layers": record.layers}) if as_json else click.echo(record.id)
 
 
@@ -219,4 +230,4 @@ def rm(ctx, refs: tuple[str, ...], force: bool) -> None:
     """
     store = store_from(ctx)
     for ref in refs:
-        click.echo(store.remove_container(ref, force=force).name)
+        click.echo(store.runtime.remove(ref, force=force).name)

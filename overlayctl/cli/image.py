@@ -13,6 +13,7 @@ from ._output import (
     print_table,
     short,
     store_from,
+    tags_by_image,
     when,
 )
 
@@ -42,7 +43,7 @@ def import_(ctx, source: str, tag: str | None, message: str, as_json: bool, **op
     Example:
       overlayctl image import rootfs.tar.gz --tag base:1.0 --cmd "sh -c 'echo hi'"
     """
-    record = store_from(ctx).import_image(source, tag=tag, comment=message, changes=config_changes(options))
+    record = store_from(ctx).images.import_rootfs(source, tag=tag, comment=message, changes=config_changes(options))
     print_json({"id": record.id, "tag": tag}) if as_json else click.echo(record.id)
 
 
@@ -58,17 +59,17 @@ def create(ctx, layer: str, tag: str | None, as_json: bool) -> None:
     Example:
       overlayctl image create 3f2a --tag app:1
     """
-    record = store_from(ctx).create_image(layer, tag=tag)
+    record = store_from(ctx).images.create(layer, tag=tag)
     print_json({"id": record.id, "tag": tag}) if as_json else click.echo(record.id)
 
 
-def _image_json(store, record) -> dict:
+def _image_json(store, record, tags: dict[str, list[str]]) -> dict:
     return {
         "id": record.id,
-        "tags": store.tags(record.id),
+        "tags": tags.get(record.id, []),
         "parent": record.parent,
         "created": record.created,
-        "size": store.image_size(record),
+        "size": store.images.size(record),
         "layers": record.layers,
         "config": record.config,
     }
@@ -85,15 +86,15 @@ def ls(ctx, as_json: bool) -> None:
       overlayctl image ls
     """
     store = store_from(ctx)
-    images = store.images()
+    images = store.images.list()
+    tags = tags_by_image(store)
     if as_json:
-        return print_json([{k: v for k, v in _image_json(store, i).items() if k != "config"} for i in images])
+        return print_json([{k: v for k, v in _image_json(store, i, tags).items() if k != "config"} for i in images])
     rows = []
     for record in images:
-        tags = store.tags(record.id) or ["<none>"]
-        for tag in tags:
+        for tag in tags.get(record.id) or ["<none>"]:
             rows.append(
-                (tag, short(record.id), len(record.layers), human_size(store.image_size(record)), when(record.created))
+                (tag, short(record.id), len(record.layers), human_size(store.images.size(record)), when(record.created))
             )
     print_table(["TAG", "IMAGE", "LAYERS", "SIZE", "CREATED"], rows)
 
@@ -110,7 +111,7 @@ def inspect(ctx, ref: str, as_json: bool) -> None:
       overlayctl image inspect busybox
     """
     store = store_from(ctx)
-    data = _image_json(store, store.image(ref))
+    data = _image_json(store, store.images.get(ref), tags_by_image(store))
     if as_json:
         return print_json(data)
     click.echo(f"id:       {data['id']}")
@@ -136,12 +137,12 @@ def history(ctx, ref: str, as_json: bool) -> None:
     Example:
       overlayctl image history busybox:v2
     """
-    rows = store_from(ctx).image_history(ref)
+    rows = store_from(ctx).images.history(ref)
     if as_json:
-        return print_json(rows)
+        return print_json([r.to_json() for r in rows])
     print_table(
         ["LAYER", "CREATED", "SIZE", "CREATED BY", "COMMENT"],
-        [(short(r["layer"]), when(r["created"]), human_size(r["size"]), r["created_by"], r["comment"]) for r in rows],
+        [(short(r.layer.id), when(r.created), human_size(r.layer.size), r.created_by, r.comment) for r in rows],
     )
 
 
@@ -155,7 +156,7 @@ def tree(ctx, as_json: bool) -> None:
     Example:
       overlayctl image tree
     """
-    forest = store_from(ctx).image_tree()
+    forest = _image_forest(store_from(ctx))
     if as_json:
         return print_json(forest)
 
@@ -174,6 +175,29 @@ def tree(ctx, as_json: bool) -> None:
         draw(root, "", True, True)
 
 
+def _image_forest(store) -> list[dict]:
+    """Images as a forest by parent image; each node: id, tags, size, own size, children."""
+    images = store.images.list()
+    by_id = {i.id: i for i in images}
+    tags = tags_by_image(store)
+    sizes = {layer.id: layer.size for layer in store.layers.list()}
+
+    def node(image) -> dict:
+        parent = by_id.get(image.parent or "")
+        own = image.layers[len(parent.layers) :] if parent else image.layers
+        return {
+            "id": image.id,
+            "tags": tags.get(image.id, []),
+            "layers": len(image.layers),
+            "size": sum(sizes.get(layer, 0) for layer in image.layers),
+            "own_size": sum(sizes.get(layer, 0) for layer in own),
+            "created": image.created,
+            "children": [node(c) for c in images if c.parent == image.id],
+        }
+
+    return [node(i) for i in images if (i.parent or "") not in by_id]
+
+
 @image.command("tag")
 @click.argument("ref")
 @click.argument("new_tag")
@@ -185,7 +209,7 @@ def tag(ctx, ref: str, new_tag: str) -> None:
     Example:
       overlayctl image tag 9c1e busybox:stable
     """
-    click.echo(store_from(ctx).tag_image(ref, new_tag))
+    click.echo(store_from(ctx).images.tag(ref, new_tag))
 
 
 @image.command("rm")
@@ -201,10 +225,10 @@ def rm(ctx, refs: tuple[str, ...], force: bool) -> None:
     """
     store = store_from(ctx)
     for ref in refs:
-        result = store.remove_image(ref, force=force)
-        for t in result["untagged"]:
+        result = store.images.remove(ref, force=force)
+        for t in result.untagged:
             click.echo(f"Untagged: {t}")
-        for i in result["deleted"]:
+        for i in result.deleted:
             click.echo(f"Deleted: {i}")
-        for layer_id in result["layers"]:
+        for layer_id in result.layers:
             click.echo(f"Deleted layer: {layer_id}")

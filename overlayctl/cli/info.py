@@ -17,7 +17,7 @@ def info(ctx, as_json: bool) -> None:
     Example:
       overlayctl info --json
     """
-    data = store_from(ctx).info()
+    data = store_from(ctx).system.info()
     if as_json:
         return print_json(data)
     backing = data["backing"]

@@ -37,7 +37,7 @@ def create(ctx, source: str, parent: str | None, comment: str, as_json: bool) ->
       overlayctl layer create --from ./rootfs -m "base system"
     """
     store = store_from(ctx)
-    record = store.create_layer(sys.stdin.buffer if source == "-" else source, parent=parent, comment=comment)
+    record = store.layers.create(sys.stdin.buffer if source == "-" else source, parent=parent, comment=comment)
     print_json(record.to_json()) if as_json else click.echo(record.id)
 
 
@@ -51,7 +51,7 @@ def ls(ctx, as_json: bool) -> None:
     Example:
       overlayctl layer ls --json
     """
-    records = store_from(ctx).layers()
+    records = store_from(ctx).layers.list()
     if as_json:
         return print_json([r.to_json() for r in records])
     print_table(
@@ -72,8 +72,8 @@ def inspect(ctx, ref: str, as_json: bool) -> None:
       overlayctl layer inspect 3f2a
     """
     store = store_from(ctx)
-    record = store.layer(ref)
-    data = {**record.to_json(), "diff": store.layout.diff(record.id), "used_by": store.layer_users(record.id)}
+    record = store.layers.get(ref)
+    data = {**record.to_json(), "diff": store.layout.diff(record.id), "used_by": store.layers.users(record.id)}
     if as_json:
         return print_json(data)
     for key, value in data.items():
@@ -95,12 +95,12 @@ def export(ctx, ref: str, output: str | None) -> None:
     if output is None:
         if sys.stdout.isatty():
             raise click.UsageError("refusing to write a tar to a terminal; use -o FILE or a pipe")
-        store.export_layer(ref, sys.stdout.buffer)
+        store.layers.export(ref, sys.stdout.buffer)
         return
     tmp = output + ".part"
     try:
         with open(tmp, "wb") as out:
-            digest = store.export_layer(ref, out)
+            digest = store.layers.export(ref, out)
         import os
 
         os.replace(tmp, output)
@@ -126,4 +126,4 @@ def rm(ctx, refs: tuple[str, ...]) -> None:
     """
     store = store_from(ctx)
     for ref in refs:
-        click.echo(store.remove_layer(ref))
+        click.echo(store.layers.remove(ref))

@@ -37,7 +37,7 @@ def mounts(ctx, pid: int | None, container: str | None, as_json: bool) -> None:
     """
     if pid is not None and container is not None:
         raise click.UsageError("give --pid or --container, not both")
-    reports = store_from(ctx).mounts(pid=pid, container=container)
+    reports = [m.to_json() for m in store_from(ctx).mounts.list(pid=pid, container=container)]
     if as_json:
         return print_json(reports)
     if not reports:

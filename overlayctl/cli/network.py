@@ -28,7 +28,7 @@ def show(ctx, as_json: bool) -> None:
     Example:
       overlayctl network show --json
     """
-    data = store_from(ctx).network()
+    data = store_from(ctx).runtime.network().to_json()
     if as_json:
         return print_json(data)
     click.echo(f"bridge:   {data['bridge']}")
@@ -49,4 +49,4 @@ def set_(ctx, bridge: str | None, subnet: str | None) -> None:
     Example:
       overlayctl network set --subnet 10.213.5.0/24
     """
-    store_from(ctx).configure_network(bridge=bridge, subnet=subnet)
+    store_from(ctx).runtime.configure_network(bridge=bridge, subnet=subnet)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ._output import json_option, print_json, print_table, short, store_from, when
+from ._output import json_option, print_json, print_table, short, store_from, tags_by_image, when
 
 _COMMAND = click.argument("command", nargs=-1, type=click.UNPROCESSED)
 
@@ -46,12 +46,12 @@ def run(ctx, image: str, command: tuple[str, ...], **options) -> None:
     """
     store = store_from(ctx)
     detach = options.pop("detach")
-    record = store.create_for_run(image, _strip_dashes(command), **options)
+    record = store.runtime.create(image, _strip_dashes(command), **options)
     if detach:
-        store.start(record.id)
+        store.runtime.start(record.id)
         click.echo(record.name)
         return
-    sys.exit(store.start(record.id, attach=True))
+    sys.exit(store.runtime.start(record.id, attach=True))
 
 
 @click.command()
@@ -64,7 +64,7 @@ def start(ctx, ref: str) -> None:
     Example:
       overlayctl start web
     """
-    store_from(ctx).start(ref)
+    store_from(ctx).runtime.start(ref)
 
 
 @click.command()
@@ -78,7 +78,7 @@ def stop(ctx, ref: str, timeout: float) -> None:
     Example:
       overlayctl stop -t 2 web
     """
-    if not store_from(ctx).stop(ref, timeout=timeout):
+    if not store_from(ctx).runtime.stop(ref, timeout=timeout):
         click.echo(f"{ref} was not running", err=True)
 
 
@@ -94,7 +94,7 @@ def exec_(ctx, ref: str, command: tuple[str, ...], interactive: bool) -> None:
     Example:
       overlayctl exec web -- ps
     """
-    sys.exit(store_from(ctx).exec(ref, _strip_dashes(command), interactive=interactive))
+    sys.exit(store_from(ctx).runtime.exec(ref, _strip_dashes(command), interactive=interactive))
 
 
 @click.command()
@@ -109,12 +109,13 @@ def ps(ctx, show_all: bool, as_json: bool) -> None:
       overlayctl ps -a
     """
     store = store_from(ctx)
-    states = [s for s in store.containers() if show_all or s.run.status == "running"]
+    states = [s for s in store.containers.list() if show_all or s.run.status == "running"]
     if as_json:
         return print_json([s.to_json() for s in states])
     rows = []
+    tags_of = tags_by_image(store)
     for s in states:
-        tags = store.tags(s.record.image)
+        tags = tags_of.get(s.record.image)
         command = " ".join(s.record.spec.get("argv", []))
         rows.append(
             (
@@ -140,7 +141,7 @@ def logs(ctx, ref: str) -> None:
     Example:
       overlayctl logs web
     """
-    path = store_from(ctx).logs(ref)
+    path = store_from(ctx).runtime.log_path(ref)
     try:
         with open(path, "rb") as f:
             while chunk := f.read(65536):

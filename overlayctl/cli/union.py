@@ -22,7 +22,7 @@ def mount(ctx, lowers: tuple[str, ...], upper: str | None, options: tuple[str, .
     Example:
       overlayctl mount --lower ./app --lower ./base --upper ./rw /mnt/union
     """
-    store_from(ctx).mount_union(lowers, target, upper=upper, options=options)
+    store_from(ctx).mounts.union(lowers, target, upper=upper, options=options)
 
 
 @click.command()
@@ -35,4 +35,4 @@ def umount(ctx, target: str) -> None:
     Example:
       overlayctl umount /mnt/union
     """
-    store_from(ctx).unmount_union(target)
+    store_from(ctx).mounts.unmount_union(target)

@@ -13,7 +13,7 @@ import errno
 import os
 import time
 
-from ..errors import KernelError, NotPermitted, OverlayUnsupported, TooManyLayers
+from ..errors import KernelError, NotPermitted, OverlayctlError, OverlayUnsupported, TooManyLayers, from_oserror
 from ..plan.mountplan import MAX_LOWER_LAYERS, MountPlan
 from ..plan.options import check_layer_count, classic_data, fsconfig_settings
 from . import _libc
@@ -34,7 +34,8 @@ def default_api() -> MountApi:
 def apply(plan: MountPlan, api: MountApi | None = None) -> MountApi:
     """Mount the overlay the plan describes at ``plan.target``; returns the API used.
 
-    Raises a KernelError subclass with a message a person can act on.
+    Raises a KernelError (or subclass), or InUse when the kernel finds a
+    directory busy, with a message a person can act on.
     """
     api = api or default_api()
     started = time.clock_gettime(time.CLOCK_MONOTONIC)
@@ -57,11 +58,16 @@ def unmount(target: str, *, detach: bool = False) -> bool:
     except OSError as exc:
         if exc.errno == errno.EINVAL:
             return False
-        raise translate_error(exc, None, "umount2") from exc
+        raise from_oserror(exc, call="umount2", what=f"cannot unmount {target}") from exc
     return True
 
 
 class _MountFailed(Exception):
+    """A mount call failed: carries the OSError and the call from deep in
+    _apply_new/_apply_classic up to apply(), which reads the kernel log and
+    translates it.  An internal signal: it never leaves this module.
+    """
+
     def __init__(self, error: OSError, call: str, detail: str = "") -> None:
         super().__init__(str(error))
         self.error = error
@@ -187,24 +193,35 @@ def _missing_directory(plan: MountPlan) -> str | None:
     return None
 
 
-def translate_error(exc: OSError, plan: MountPlan | None, call: str, detail: str = "") -> KernelError:
-    """Turn a failed mount call into a message a person can act on."""
+def translate_error(exc: OSError, plan: MountPlan | None, call: str, detail: str = "") -> OverlayctlError:
+    """Turn a failed mount call into a message a person can act on.
+
+    Two errnos mean something particular for a mount call, and the plan
+    explains a failure better than EINVAL or ENOENT do; from_oserror does the rest.
+    """
     code = exc.errno or 0
-    kw = dict(errno=code, call=call, detail=detail)
-    if code in (errno.EPERM, errno.EACCES):
-        return NotPermitted(f"{call}: permission denied", hint="overlay mounts need root (CAP_SYS_ADMIN)", **kw)
-    if code == errno.ENODEV:
+    kw = {"errno": code, "call": call, "detail": detail}
+    if code == errno.ENODEV:  # the filesystem type is unknown
         return OverlayUnsupported("the kernel has no overlay filesystem", hint="load it with 'modprobe overlay'", **kw)
-    if plan is not None:
-        missing = _missing_directory(plan)
-        if missing:
-            return KernelError(missing, hint="the store may be damaged; see 'overlayctl info'", **kw)
-        if "too many lower" in detail or len(plan.lowers) > MAX_LOWER_LAYERS:
-            return TooManyLayers(f"{len(plan.lowers)} lower layers: the kernel stacks at most {MAX_LOWER_LAYERS}", **kw)
-    if detail:
-        return KernelError(f"the kernel refused the overlay mount ({call}): {detail}", **kw)
-    return KernelError(
-        f"the kernel refused the overlay mount ({call}): {os.strerror(code)}",
-        hint="the kernel log (dmesg) may have the details",
-        **kw,
+    if code == errno.ENOSPC:  # from a mount call, not a full disk (count_mounts, fs/namespace.c)
+        return KernelError(
+            f"the kernel refused the overlay mount ({call}): {detail or os.strerror(code)}",
+            hint="the mount namespace holds as many mounts as /proc/sys/fs/mount-max allows",
+            **kw,
+        )
+    error = from_oserror(
+        exc,
+        call=call,
+        what=f"the kernel refused the overlay mount ({call})",
+        detail=detail,
+        hint=None if detail else "the kernel log (dmesg) may have the details",
+        missing=KernelError,
     )
+    if plan is None or isinstance(error, NotPermitted):
+        return error
+    missing = _missing_directory(plan)
+    if missing:
+        return KernelError(missing, hint="the store may be damaged; see 'overlayctl info'", **kw)
+    if "too many lower" in detail or len(plan.lowers) > MAX_LOWER_LAYERS:
+        return TooManyLayers(f"{len(plan.lowers)} lower layers: the kernel stacks at most {MAX_LOWER_LAYERS}", **kw)
+    return error

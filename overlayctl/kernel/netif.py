@@ -16,7 +16,7 @@ import fcntl
 import socket
 import struct
 
-from ..errors import KernelError, NotPermitted
+from ..errors import from_oserror
 
 # include/uapi/linux/sockios.h and include/uapi/linux/if.h
 SIOCGIFFLAGS = 0x8913
@@ -38,23 +38,13 @@ def _ifreq(name: str, flags: int = 0) -> bytes:
     return _IFREQ_FLAGS.pack(raw, flags)
 
 
-def _translate(exc: OSError, call: str, name: str) -> KernelError:
-    cls = NotPermitted if exc.errno in (1, 13) else KernelError  # EPERM, EACCES
-    return cls(
-        f"{call} on {name} failed: {exc.strerror}",
-        errno=exc.errno or 0,
-        call=call,
-        hint="run as root" if cls is NotPermitted else None,
-    )
-
-
 def link_flags(name: str) -> int:
     """The IFF_* flags of an interface (SIOCGIFFLAGS)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
             reply = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, _ifreq(name))
         except OSError as exc:
-            raise _translate(exc, "SIOCGIFFLAGS", name) from exc
+            raise from_oserror(exc, call="SIOCGIFFLAGS", what=f"SIOCGIFFLAGS on {name} failed") from exc
     return _IFREQ_FLAGS.unpack(reply)[1]
 
 
@@ -67,7 +57,7 @@ def link_up(name: str) -> None:
             if not flags & IFF_UP:
                 fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, _ifreq(name, flags | IFF_UP))
         except OSError as exc:
-            raise _translate(exc, "SIOCSIFFLAGS", name) from exc
+            raise from_oserror(exc, call="SIOCSIFFLAGS", what=f"SIOCSIFFLAGS on {name} failed") from exc
 
 
 def loopback_up() -> None:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from ..errors import KernelError
 from . import _libc
 
 T = TypeVar("T")
@@ -105,7 +106,12 @@ def run_in_new_namespace(pin: str, action: Callable[[], T]) -> T:
 
 
 class _PinRefused(Exception):
-    """The kernel refused to bind the new namespace's file (EINVAL)."""
+    """The kernel refused to bind the new namespace's file (EINVAL).
+
+    An internal signal between _make_and_pin and _on_each_cpu, which retries
+    on another CPU: it never leaves this module (the last refusal becomes a
+    KernelError).
+    """
 
 
 def _make_and_pin(pin: str, action: Callable[[], T]) -> T:
@@ -152,7 +158,11 @@ def _on_each_cpu(attempt: Callable[[], T]) -> T:
                 return attempt()
     finally:
         os.sched_setaffinity(0, allowed)
-    raise OSError(errno.EINVAL, "the kernel refused to pin the new mount namespace (namespace loop check)")
+    raise KernelError(
+        "the kernel refused to pin the new mount namespace on every CPU (its namespace loop check)",
+        errno=errno.EINVAL,
+        call="mount(MS_BIND)",
+    )
 
 
 def pin_namespace_of(pid: int, kind: str, pin: str) -> None:

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import KernelError, NotPermitted
+from ..errors import KernelError, OverlayctlError, from_oserror
 from . import _libc
 
 #: statfs(2) f_type values (include/uapi/linux/magic.h and the filesystems' sources).
@@ -178,20 +178,26 @@ def probe_backing_fs(path: str) -> BackingFs:
     """Probe the filesystem holding ``path`` by trying what overlay needs there.
 
     Works in a fresh scratch directory under ``path`` that is always removed.
-    Raises NotPermitted or KernelError when no scratch directory can be made.
+    Raises what errors.from_oserror makes of the failure (NotPermitted,
+    StoreError for a full disk, KernelError) when the probe cannot run.
     """
+    import tempfile
+
     try:
         magic = _libc.statfs_type(path)
-        import tempfile
-
+    except OSError as exc:
+        raise _cannot_probe(exc, path, "statfs") from exc
+    try:
         scratch = tempfile.mkdtemp(prefix=".overlayctl-probe-", dir=path)
     except OSError as exc:
-        raise _translate(exc, path) from exc
+        raise _cannot_probe(exc, path, "mkdir") from exc
     name = magic_name(magic)
     try:
         d_type = _probe_d_type(scratch)
         trusted = _probe_trusted_xattr(scratch)
         whiteout = _probe_whiteout(scratch)
+    except OSError as exc:  # an errno that does not answer the question, such as ENOSPC
+        raise _cannot_probe(exc, path, "probe") from exc
     finally:
         import shutil
 
@@ -207,13 +213,14 @@ def probe_backing_fs(path: str) -> BackingFs:
     )
 
 
-def _translate(exc: OSError, path: str) -> KernelError:
-    cls = NotPermitted if exc.errno in (errno.EPERM, errno.EACCES) else KernelError
-    return cls(
-        f"cannot probe the filesystem at {path}: {exc.strerror}",
-        errno=exc.errno or 0,
-        call="statfs/mkdir",
+def _cannot_probe(exc: OSError, path: str, call: str) -> OverlayctlError:
+    # ENOENT too is a KernelError here: every failure has the fix the hint gives.
+    return from_oserror(
+        exc,
+        call=call,
+        what=f"cannot probe the filesystem at {path}",
         hint="give an existing directory the store may write to",
+        missing=KernelError,
     )
 
 

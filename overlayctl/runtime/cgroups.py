@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..errors import InUse, InvalidArgument, KernelError, NotPermitted
+from ..errors import InUse, InvalidArgument, KernelError, from_oserror
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 PARENT = "overlayctl"
@@ -178,15 +178,16 @@ def _write(path: str, value: object) -> None:
 
 @contextmanager
 def _kernel_errors(what: str):
-    """Turn OSError into one-line KernelError/NotPermitted."""
+    """Turn an OSError into one line, naming the cgroup file.
+
+    A missing cgroup file means the kernel lacks that controller or feature,
+    so ENOENT is a KernelError with a hint, not a NotFound.
+    """
     try:
         yield
     except OSError as exc:
-        message = f"{what}: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
-        if exc.errno in (errno.EPERM, errno.EACCES):
-            raise NotPermitted(message, errno=exc.errno, call="cgroupfs", hint="needs root") from exc
         hint = "the kernel lacks this cgroup feature" if exc.errno == errno.ENOENT else None
-        raise KernelError(message, errno=exc.errno, call="cgroupfs", hint=hint) from exc
+        raise from_oserror(exc, call="cgroupfs", what=what, hint=hint, missing=KernelError) from exc
 
 
 def _missing(controller: str, how: str) -> KernelError:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from ..errors import OverlayctlError
-from ..store.layout import StoreLayout
-from ..store.lock import StoreLock
+from ..errors import ContainerFailed, OverlayctlError, from_oserror
 from ..store.records import ContainerRecord
 from . import monitor
 
+if TYPE_CHECKING:
+    from ..api._context import StoreContext
 
-def start_detached(layout: StoreLayout, lock: StoreLock, record: ContainerRecord) -> int:
+
+def start_detached(ctx: StoreContext, record: ContainerRecord) -> int:
     """Fork a daemon that monitors the container; return PID 1 once its command runs.
 
     The daemon writes one line back: ``ok PID`` or ``error CODE MESSAGE``.
@@ -25,7 +27,7 @@ def start_detached(layout: StoreLayout, lock: StoreLock, record: ContainerRecord
     child = os.fork()
     if child == 0:
         os.close(read_fd)
-        _daemonize_and_run(layout, lock, record, write_fd)
+        _daemonize_and_run(ctx, record, write_fd)
     os.close(write_fd)
     os.waitpid(child, 0)
     line = _read_line(read_fd)
@@ -34,9 +36,9 @@ def start_detached(layout: StoreLayout, lock: StoreLock, record: ContainerRecord
         return int(rest)
     if kind == "error":
         code, _, message = rest.partition(" ")
-        raise monitor.ContainerFailed(message, int(code))
+        raise ContainerFailed(message, int(code))
     raise OverlayctlError(
-        f"the monitor of container {record.name} died while starting it", hint=f"see {layout.log(record.id)}"
+        f"the monitor of container {record.name} died while starting it", hint=f"see {ctx.layout.log(record.id)}"
     )
 
 
@@ -53,14 +55,14 @@ def _read_line(fd: int) -> str:
     return data.decode(errors="replace").strip()
 
 
-def _daemonize_and_run(layout: StoreLayout, lock: StoreLock, record: ContainerRecord, write_fd: int) -> None:
+def _daemonize_and_run(ctx: StoreContext, record: ContainerRecord, write_fd: int) -> None:
     code = 1
     try:
         os.setsid()
         if os.fork() != 0:
             os._exit(0)
         null = os.open("/dev/null", os.O_RDWR)
-        log = os.open(layout.log(record.id), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        log = os.open(ctx.layout.log(record.id), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         for target, fd in ((0, null), (1, log), (2, log)):
             os.dup2(fd, target)
         os.chdir("/")
@@ -69,10 +71,11 @@ def _daemonize_and_run(layout: StoreLayout, lock: StoreLock, record: ContainerRe
             os.write(write_fd, f"ok {pid}\n".encode())
 
         try:
-            code = monitor.run(layout, lock, record, detached=True, on_started=started)
-        except OverlayctlError as exc:
-            message = exc.message.replace("\n", " ")
-            os.write(write_fd, f"error {exc.exit_code} {message}\n".encode())
+            code = monitor.run(ctx, record, detached=True, on_started=started)
+        except (OverlayctlError, OSError) as exc:
+            error = exc if isinstance(exc, OverlayctlError) else from_oserror(exc)
+            message = error.message.replace("\n", " ")
+            os.write(write_fd, f"error {error.exit_code} {message}\n".encode())
     except BaseException:  # noqa: BLE001 - the daemon must never return into the CLI
         import traceback
 

@@ -55,7 +55,7 @@ def exec_in(record: ContainerRecord, state: RunState, argv: list[str], *, intera
             signal.signal(sig, handler)
     code = process.exit_code_of(status)
     if error:
-        from .monitor import ContainerFailed
+        from ..errors import ContainerFailed
 
         raise ContainerFailed(error, code)
     return code

@@ -12,25 +12,21 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ..errors import InUse, OverlayctlError
+from ..errors import ContainerFailed, InUse, OverlayctlError
 from ..kernel import ns
 from ..kernel.proc import is_alive, start_time, wait_gone
 from ..store import containers as ctrs
 from ..store.layout import StoreLayout
-from ..store.lock import StoreLock
 from ..store.records import ContainerRecord
 from ..store.state import RunState, read_state, write_state
+from ..store.transaction import Transaction
 from . import process
 from .spec import RunSpec
 
-
-class ContainerFailed(OverlayctlError):
-    """The container's process could not be started; exit_code is the container's."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+if TYPE_CHECKING:
+    from ..api._context import StoreContext
 
 
 def spec_of(record: ContainerRecord) -> RunSpec:
@@ -48,8 +44,7 @@ def check_startable(layout: StoreLayout, record: ContainerRecord, state: RunStat
 
 
 def run(
-    layout: StoreLayout,
-    lock: StoreLock,
+    ctx: StoreContext,
     record: ContainerRecord,
     *,
     detached: bool = False,
@@ -61,6 +56,7 @@ def run(
     to return while the container runs on).
     """
     spec = spec_of(record)
+    layout, lock = ctx.layout, ctx.lock
     with lock:
         state = read_state(layout, record.id)
         check_startable(layout, record, state)
@@ -70,7 +66,7 @@ def run(
     try:
         state, launched = _start(layout, lock, record, spec, state)
     except BaseException:
-        _finish(layout, lock, record, read_state(layout, record.id), None, spec)
+        _finish(ctx, record, read_state(layout, record.id), None, spec)
         raise
     previous = {
         sig: signal.signal(sig, lambda signum, frame: _forward(launched.pid, signum)) for sig in process.FORWARDED
@@ -84,7 +80,7 @@ def run(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     code = process.exit_code_of(status)
-    _finish(layout, lock, record, state, code, spec, error=error)
+    _finish(ctx, record, state, code, spec, error=error)
     if error:
         raise ContainerFailed(error, code)
     return code
@@ -149,8 +145,11 @@ def _attach(layout, lock, record, pid: int) -> dict:
         return net.attach(config, record.id, pid, address)
 
 
-def _finish(layout, lock, record, state: RunState, code: int | None, spec: RunSpec, *, error: str = "") -> None:
+def _finish(ctx: StoreContext, record, state: RunState, code: int | None, spec: RunSpec, *, error: str = "") -> None:
     """Everything a container leaves when it ends: cgroup, pins, veth, state; --rm."""
+    from ..store.transaction import ROLLFORWARD
+
+    layout = ctx.layout
     oom, extra = False, dict(state.extra)
     if state.cgroup:
         from .cgroups import Cgroup
@@ -162,13 +161,13 @@ def _finish(layout, lock, record, state: RunState, code: int | None, spec: RunSp
         with contextlib.suppress(OSError, OverlayctlError):
             cgroup.kill_all()
             cgroup.remove()
-    with lock:
+    with ctx.transaction("container end", on_crash=ROLLFORWARD) as txn:
         ns.remove_pin_file(layout.netns_pin(record.id))
         ns.release_pin_dir_if_unused(layout.netns_dir)
         if state.network:
             _detach(layout, record.id)
         if spec.auto_remove:
-            _remove(layout, lock, record)
+            _remove(txn, record)
             return
         write_state(layout, record.id, state.exited(code, oom_killed=oom, error=error, extra=extra))
 
@@ -184,20 +183,20 @@ def _detach(layout: StoreLayout, container_id: str) -> None:
         net.remove_bridge_if_unused(config)
 
 
-def _remove(layout: StoreLayout, lock: StoreLock, record: ContainerRecord) -> None:
+def _remove(txn: Transaction, record: ContainerRecord) -> None:
     if record.address:
         from ..store.network import release_address
 
-        release_address(layout, lock, record.id)
-    ns.remove_pin_file(layout.pin(record.id))
-    ctrs.remove_container(layout, record)
+        release_address(txn.layout, txn.lock, record.id)
+    ns.remove_pin_file(txn.layout.pin(record.id))
+    ctrs.remove_container(txn, record)
 
 
-def stop(layout: StoreLayout, lock: StoreLock, record: ContainerRecord, timeout: float = 10.0) -> bool:
+def stop(ctx: StoreContext, record: ContainerRecord, timeout: float = 10.0) -> bool:
     """SIGTERM to the container, SIGKILL after timeout; False if it was not running."""
-    state = read_state(layout, record.id)
+    state = read_state(ctx.layout, record.id)
     if state.status != "running" or not is_alive(state.pid, state.pid_start):
-        reap_stale(layout, lock)
+        reap_stale(ctx)
         return False
     _forward(state.pid, signal.SIGTERM)
     if not wait_gone(state.pid, timeout):
@@ -205,13 +204,14 @@ def stop(layout: StoreLayout, lock: StoreLock, record: ContainerRecord, timeout:
         wait_gone(state.pid, 5)
     # The monitor cleans up; wait for it so that stop returns on a clean state.
     if state.monitor and not wait_gone(state.monitor, 10):
-        reap_stale(layout, lock)
-    reap_stale(layout, lock)
+        reap_stale(ctx)
+    reap_stale(ctx)
     return True
 
 
-def reap_stale(layout: StoreLayout, lock: StoreLock) -> list[str]:
+def reap_stale(ctx: StoreContext) -> list[str]:
     """Clean up after containers whose monitor died (SIGKILL, crash, reboot)."""
+    layout = ctx.layout
     reaped = []
     for record in ctrs.list_containers(layout):
         state = read_state(layout, record.id)
@@ -220,6 +220,6 @@ def reap_stale(layout: StoreLayout, lock: StoreLock) -> list[str]:
         if is_alive(state.pid, state.pid_start):
             _forward(state.pid, signal.SIGKILL)
             wait_gone(state.pid, 5)
-        _finish(layout, lock, record, state, None, spec_of(record), error="its overlayctl monitor died")
+        _finish(ctx, record, state, None, spec_of(record), error="its overlayctl monitor died")
         reaped.append(record.name)
     return reaped

@@ -34,7 +34,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import AlreadyExists, InUse, InvalidArgument, KernelError, NotFound, NotPermitted
+from ..errors import AlreadyExists, InUse, InvalidArgument, KernelError, NotFound, from_oserror
 from ..kernel import _libc
 from ..store.network import NetworkConfig
 
@@ -176,7 +176,7 @@ def _open_netns(pid: int) -> int:
     except FileNotFoundError:
         raise NotFound(f"process {pid} is gone; the container exited before its network was set up") from None
     except OSError as exc:
-        raise _kernel_error(f"cannot open the network namespace of process {pid}", exc.errno, "open") from exc
+        raise from_oserror(exc, call="open", what=f"cannot open the network namespace of process {pid}") from exc
 
 
 def _check_not_ours(ns_fd: int, pid: int) -> None:
@@ -309,25 +309,21 @@ def _name(ipr, index: int) -> str:
     return f"#{index}"
 
 
-def _kernel_error(message: str, code: int | None, call: str) -> KernelError:
-    code = code or 0
-    cls = NotPermitted if code in (errno.EPERM, errno.EACCES) else KernelError
-    return cls(
-        f"{message}: {os.strerror(code)}" if code else message,
-        errno=code,
-        call=call,
-        hint="run as root" if cls is NotPermitted else None,
-    )
-
-
 @contextlib.contextmanager
 def _translated(action: str, NetlinkError) -> Iterator[None]:
-    """Turn pyroute2's and the kernel's errors into ours, with one line of text."""
+    """Turn pyroute2's and the kernel's errors into ours, with one line of text.
+
+    A NetlinkError is (errno, text), the text being the kernel's extended ack
+    when it sent one.  ENOENT from netlink names no file the user could fix,
+    so it stays a KernelError.
+    """
+    what = f"network {action} failed"
     try:
         yield
     except NetlinkError as exc:
-        error = _kernel_error(f"network {action} failed", exc.code, "netlink")
-        error.detail = str(exc)
-        raise error from exc
+        text = str(exc.args[1]) if len(exc.args) > 1 and exc.args[1] else ""
+        raise from_oserror(
+            OSError(exc.code, text), call="netlink", what=what, detail=text, missing=KernelError
+        ) from exc
     except OSError as exc:
-        raise _kernel_error(f"network {action} failed", exc.errno, "netlink") from exc
+        raise from_oserror(exc, call="netlink", what=what, missing=KernelError) from exc

@@ -19,7 +19,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from ..errors import OverlayctlError
+from ..errors import CommandNotFound, OverlayctlError, from_oserror
 from ..kernel import _libc
 from ..plan.mountplan import MountPlan
 from .spec import DEFAULT_PATH, RunSpec
@@ -87,7 +87,7 @@ def run_child(main, status_w: int) -> None:
             code = EXIT_NOT_FOUND
         _report(status_w, exc.message)
     except OSError as exc:
-        _report(status_w, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        _report(status_w, from_oserror(exc).message)
     except BaseException as exc:  # noqa: BLE001 - a child must never unwind into the parent's code
         _report(status_w, f"internal error: {exc!r}")
     finally:
@@ -226,10 +226,6 @@ def environment(spec: RunSpec, hostname: str, home: str) -> dict[str, str]:
     env.setdefault("HOSTNAME", hostname)
     env.setdefault("HOME", home)
     return env
-
-
-class CommandNotFound(OverlayctlError):
-    exit_code = EXIT_NOT_FOUND
 
 
 def find_command(name: str, env: dict[str, str]) -> str:

@@ -11,6 +11,9 @@ import contextlib
 import os
 import shutil
 
+#: Temporary files of write_atomic are named <path><TMP_MARK><pid>.
+TMP_MARK = ".tmp-"
+
 
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -22,19 +25,27 @@ def fsync_dir(path: str) -> None:
 
 def write_atomic(path: str, data: bytes) -> None:
     """Write data to path through a temporary file, fsync and rename."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    tmp = f"{path}{TMP_MARK}{os.getpid()}"
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        # A full disk fails the write: leave no half-written temporary behind.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     fsync_dir(os.path.dirname(path))
 
 
 def symlink_atomic(target: str, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = f"{path}{TMP_MARK}{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     os.symlink(target, tmp)

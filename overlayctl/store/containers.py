@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import TYPE_CHECKING
 
-from ..errors import AlreadyExists, InvalidArgument, NotFound
+from ..errors import AlreadyExists, InvalidArgument, NotFound, StoreError
 from ..plan.mountplan import MountPlan
 from ..plan.options import check_layer_count, merge_options
-from .atomic import new_staging, publish, retire, symlink_atomic, write_atomic
+from .atomic import discard, new_staging, publish, symlink_atomic, write_atomic
 from .ids import short_id, short_link
 from .layers import layer_link
 from .layout import StoreLayout
-from .records import ContainerRecord, ImageRecord, dump_json, load_json, now_rfc3339
+from .records import ContainerRecord, ImageRecord, damaged, dump_json, load_json, now_rfc3339, skip_damaged
+
+if TYPE_CHECKING:
+    from .transaction import Transaction
 
 HOSTS_TEMPLATE = """127.0.0.1\tlocalhost
 ::1\tlocalhost ip6-localhost ip6-loopback
@@ -36,14 +40,25 @@ def container_ids(layout: StoreLayout) -> list[str]:
 
 
 def load_container(layout: StoreLayout, container_id: str) -> ContainerRecord:
+    path = layout.container_json(container_id)
     try:
-        return ContainerRecord.from_json(load_json(layout.container_json(container_id)))
+        return ContainerRecord.from_json(load_json(path))
     except FileNotFoundError:
         raise NotFound(f"no such container: {container_id}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise damaged(path, f"missing or bad field {exc}") from None
 
 
 def list_containers(layout: StoreLayout) -> list[ContainerRecord]:
-    records = [load_container(layout, i) for i in container_ids(layout)]
+    """Every container, oldest first; one removed meanwhile is left out, a damaged one skipped with a warning."""
+    records = []
+    for container_id in container_ids(layout):
+        try:
+            records.append(load_container(layout, container_id))
+        except NotFound:
+            continue
+        except StoreError as exc:
+            skip_damaged(layout.container_json(container_id), exc)
     return sorted(records, key=lambda r: (r.created, r.id))
 
 
@@ -51,7 +66,7 @@ def resolve_container(layout: StoreLayout, ref: str) -> ContainerRecord:
     """A container by name, full ID or unique ID prefix (one record read)."""
     try:
         return load_container(layout, os.path.basename(os.readlink(layout.name_link(ref))))
-    except (OSError, ValueError):
+    except (OSError, ValueError, NotFound):
         pass
     matches = [i for i in container_ids(layout) if ref and i.startswith(ref.lower())]
     if len(matches) == 1:
@@ -62,7 +77,7 @@ def resolve_container(layout: StoreLayout, ref: str) -> ContainerRecord:
 
 
 def create_container(
-    layout: StoreLayout,
+    txn: Transaction,
     image: ImageRecord,
     *,
     name: str | None,
@@ -72,11 +87,13 @@ def create_container(
     container_id: str | None = None,
     address: str | None = None,
 ) -> ContainerRecord:
-    """Make a container's directories and record (call under the store lock).
+    """Make a container's directories and record, and publish them.
 
     ``address``, its bridge address if it has one, goes into the init
-    layer's /etc/hosts.
+    layer's /etc/hosts.  The directories are small, so they are built
+    inside the transaction.
     """
+    layout = txn.layout
     check_layer_count(len(image.diff_ids) + 1)
     container_id = container_id or new_container_id()
     name = name or f"c-{container_id[:10]}"
@@ -98,20 +115,14 @@ def create_container(
             os.mkdir(f"{staged}/{sub}", 0o755)
         write_init_layer(f"{staged}/init", record.hostname, record.address)
         write_atomic(f"{staged}/container.json", dump_json(record.to_json()))
-        claim_name(layout, name, container_id)
+        claim_name(txn, name, container_id)
         os.makedirs(layout.links, exist_ok=True)
-        symlink_atomic(f"../containers/{container_id}/init", layout.link(record.link))
         os.makedirs(layout.containers, exist_ok=True)
+        txn.creating(layout.link(record.link), layout.container_dir(container_id))
+        symlink_atomic(f"../containers/{container_id}/init", layout.link(record.link))
         publish(staged, layout.container_dir(container_id))
-    except AlreadyExists:
-        retire(staged, layout.staging)
-        raise
-    except BaseException:
-        retire(staged, layout.staging)
-        for path in (layout.link(record.link), layout.name_link(name)):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        raise
+    finally:
+        discard(staged)
     return record
 
 
@@ -119,17 +130,18 @@ def new_container_id() -> str:
     return os.urandom(32).hex()
 
 
-def claim_name(layout: StoreLayout, name: str, container_id: str) -> None:
-    """Take a container name: symlink(2) fails if it exists, so names are unique."""
+def claim_name(txn: Transaction, name: str, container_id: str) -> None:
+    """Take a container name; a name held by a live container is AlreadyExists."""
+    layout = txn.layout
+    path = layout.name_link(name)
+    if os.path.exists(path):
+        raise AlreadyExists(f"container name {name!r} is already taken")
+    # A dangling name left by an interrupted create or remove: reuse it.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
     os.makedirs(layout.names, exist_ok=True)
-    try:
-        os.symlink(f"../containers/{container_id}", layout.name_link(name))
-    except FileExistsError:
-        if os.path.exists(layout.name_link(name)):
-            raise AlreadyExists(f"container name {name!r} is already taken") from None
-        # A dangling name left by an interrupted create or remove: reuse it.
-        os.unlink(layout.name_link(name))
-        os.symlink(f"../containers/{container_id}", layout.name_link(name))
+    txn.creating(path)
+    os.symlink(f"../containers/{container_id}", path)
 
 
 def write_init_layer(init: str, hostname: str, address: str | None = None) -> None:
@@ -183,19 +195,17 @@ def build_plan(layout: StoreLayout, record: ContainerRecord, *, links: bool = Fa
     )
 
 
-def reset_work(layout: StoreLayout, record: ContainerRecord) -> None:
+def reset_work(txn: Transaction, record: ContainerRecord) -> None:
     """Remove what a volatile mount leaves in work/ (it poisons the next mount)."""
-    incompat = f"{layout.work(record.id)}/work/incompat"
+    incompat = f"{txn.layout.work(record.id)}/work/incompat"
     if os.path.isdir(incompat):
-        retire(incompat, layout.staging)
+        txn.trash(incompat)
 
 
-def remove_container(layout: StoreLayout, record: ContainerRecord) -> None:
-    """Delete a container's directories (caller: under the lock, unmounted)."""
-    retire(layout.container_dir(record.id), layout.staging)
-    for path in (layout.link(record.link), layout.name_link(record.name)):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+def remove_container(txn: Transaction, record: ContainerRecord) -> None:
+    """Delete a container's directories, link and name (the caller unmounted it)."""
+    layout = txn.layout
+    txn.remove(layout.container_dir(record.id), layout.link(record.link), layout.name_link(record.name))
 
 
 def describe_path(layout: StoreLayout, path: str, base: str | None = None) -> dict[str, str] | None:

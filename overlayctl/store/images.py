@@ -1,14 +1,18 @@
-"""Images and tags on disk: records, resolution of references, removal."""
+"""Images and tags on disk: records, resolution of references, publishing."""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from ..errors import NotFound
+from ..errors import InvalidArgument, NotFound, StoreError
 from .atomic import write_atomic
 from .ids import resolve_prefix
 from .layout import StoreLayout
-from .records import ImageRecord, dump_json, load_json, parse_ref
+from .records import ImageRecord, damaged, dump_json, load_json, parse_ref, skip_damaged
+
+if TYPE_CHECKING:
+    from .transaction import Transaction
 
 
 def image_ids(layout: StoreLayout) -> list[str]:
@@ -16,41 +20,75 @@ def image_ids(layout: StoreLayout) -> list[str]:
         names = os.listdir(layout.images)
     except FileNotFoundError:
         return []
-    return ["sha256:" + n[:-5] for n in names if n.endswith(".json")]
+    return ["sha256:" + n[:-5] for n in names if n.endswith(".json") and len(n) == 69]
 
 
 def load_image(layout: StoreLayout, image_id: str) -> ImageRecord:
+    path = layout.image_json(image_id)
     try:
-        with open(layout.image_json(image_id), "rb") as f:
+        with open(path, "rb") as f:
             return ImageRecord.from_bytes(f.read())
     except FileNotFoundError:
         raise NotFound(f"no such image: {image_id}") from None
+    except ValueError as exc:
+        raise damaged(path, exc) from None
 
 
 def list_images(layout: StoreLayout) -> list[ImageRecord]:
-    images = [load_image(layout, i) for i in image_ids(layout)]
+    """Every image, oldest first; one removed meanwhile is left out, a damaged one skipped with a warning."""
+    images = []
+    for image_id in image_ids(layout):
+        try:
+            images.append(load_image(layout, image_id))
+        except NotFound:
+            continue
+        except StoreError as exc:
+            skip_damaged(layout.image_json(image_id), exc)
     return sorted(images, key=lambda r: (r.created, r.id))
 
 
-def save_image(layout: StoreLayout, record: ImageRecord) -> None:
-    """Write an image record (call under the store lock)."""
-    os.makedirs(layout.images, exist_ok=True)
+def save_image(txn: Transaction, record: ImageRecord) -> bool:
+    """Publish an image record; False when the same record is already stored.
+
+    Every layer of the image must be in the store: an image never points
+    at a missing layer.
+    """
+    layout = txn.layout
+    for layer_id in record.layers:
+        if not os.path.isdir(layout.layer_dir(layer_id)):
+            raise NotFound(f"layer {layer_id} of the image is not in the store")
     path = layout.image_json(record.id)
-    if not os.path.exists(path):
-        write_atomic(path, record.raw)
+    if os.path.exists(path):
+        return False
+    os.makedirs(layout.images, exist_ok=True)
+    txn.creating(path)
+    write_atomic(path, record.raw)
+    return True
 
 
-def read_tags(layout: StoreLayout) -> dict[str, str]:
+def remove_image(txn: Transaction, image_id: str) -> None:
+    txn.remove(txn.layout.image_json(image_id))
+
+
+def read_tags(layout: StoreLayout, *, damaged_ok: bool = False) -> dict[str, str]:
+    """{name:tag: image ID}.  A damaged tags.json is a StoreError, or {} with damaged_ok."""
     try:
-        return dict(load_json(layout.tags))
+        tags = load_json(layout.tags)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+            raise damaged(layout.tags, "not a map of references to image IDs")
+        return tags
     except FileNotFoundError:
         return {}
+    except StoreError:
+        if damaged_ok:
+            return {}
+        raise
 
 
-def write_tags(layout: StoreLayout, tags: dict[str, str]) -> None:
-    """Replace tags.json (call under the store lock)."""
-    os.makedirs(layout.root, exist_ok=True)
-    write_atomic(layout.tags, dump_json(dict(sorted(tags.items()))))
+def write_tags(txn: Transaction, tags: dict[str, str]) -> None:
+    """Replace tags.json (through Transaction.set_tags, which journals the change)."""
+    os.makedirs(txn.layout.root, exist_ok=True)
+    write_atomic(txn.layout.tags, dump_json(dict(sorted(tags.items()))))
 
 
 def tags_of(tags: dict[str, str], image_id: str) -> list[str]:
@@ -58,13 +96,21 @@ def tags_of(tags: dict[str, str], image_id: str) -> list[str]:
 
 
 def resolve_image(layout: StoreLayout, ref: str) -> str:
-    """An image ID from a tag (``name[:tag]``) or a unique ID prefix."""
-    tags = read_tags(layout)
+    """An image ID from a tag (``name[:tag]``) or a unique ID prefix.
+
+    With a damaged tags.json, IDs still resolve.
+    """
+    try:
+        tags = read_tags(layout)
+    except StoreError:
+        if not _looks_like_id(ref):
+            raise
+        tags = {}
     if ref in tags:
         return tags[ref]
     try:
         normal = parse_ref(ref)
-    except Exception:
+    except InvalidArgument:
         normal = None
     if normal in tags:
         return tags[normal]
@@ -72,3 +118,8 @@ def resolve_image(layout: StoreLayout, ref: str) -> str:
         return resolve_prefix(ref, image_ids(layout), "image")
     except NotFound:
         raise NotFound(f"no such image: {ref}", hint="see 'overlayctl image ls'") from None
+
+
+def _looks_like_id(ref: str) -> bool:
+    hex_part = ref[7:] if ref.startswith("sha256:") else ref
+    return bool(hex_part) and all(c in "0123456789abcdef" for c in hex_part)

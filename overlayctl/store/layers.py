@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import BinaryIO
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import InvalidArgument, NotFound
-from .atomic import discard, new_staging, publish, retire, symlink_atomic, write_atomic
+from ..errors import InvalidArgument, NotFound, StoreError
+from .atomic import discard, new_staging, publish, symlink_atomic, write_atomic
 from .ids import chain_id, resolve_prefix, short_link
 from .layout import StoreLayout, hex_of
-from .lock import StoreLock
-from .records import LayerRecord, dump_json, load_json, now_rfc3339
+from .records import LayerRecord, damaged, dump_json, load_json, now_rfc3339, skip_damaged
+
+if TYPE_CHECKING:
+    from .transaction import Transaction
 
 
 def layer_ids(layout: StoreLayout) -> list[str]:
@@ -23,14 +27,25 @@ def layer_ids(layout: StoreLayout) -> list[str]:
 
 
 def load_layer(layout: StoreLayout, layer_id: str) -> LayerRecord:
+    path = layout.layer_json(layer_id)
     try:
-        return LayerRecord.from_json(load_json(layout.layer_json(layer_id)))
+        return LayerRecord.from_json(load_json(path))
     except FileNotFoundError:
         raise NotFound(f"no such layer: {layer_id}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise damaged(path, f"missing or bad field {exc}") from None
 
 
 def list_layers(layout: StoreLayout) -> list[LayerRecord]:
-    records = [load_layer(layout, i) for i in layer_ids(layout)]
+    """Every layer, oldest first; one removed meanwhile is left out, a damaged one skipped with a warning."""
+    records = []
+    for layer_id in layer_ids(layout):
+        try:
+            records.append(load_layer(layout, layer_id))
+        except NotFound:
+            continue
+        except StoreError as exc:
+            skip_damaged(layout.layer_json(layer_id), exc)
     return sorted(records, key=lambda r: (r.created, r.id))
 
 
@@ -42,71 +57,106 @@ def layer_link(layer_id: str) -> str:
     return short_link(layer_id)
 
 
-def create_layer(
-    layout: StoreLayout,
-    lock: StoreLock,
-    fill,
-    *,
-    parent: str | None = None,
-    comment: str = "",
-) -> tuple[LayerRecord, bool]:
-    """Build a layer in staging with ``fill(diff_dir) -> (diff_id, size)``, then publish it.
+@dataclass(frozen=True, slots=True)
+class LayerFiles:
+    """What a fill function made: the digest of the tar as given, and the files' usage."""
 
-    Returns the record and whether it is new: the same content on the same
-    parent is stored once (its ID is the chain ID).  On any error the staging
-    directory is removed and the store is as it was.
+    diff_id: str
+    size: int
+    inodes: int
+    content_digest: str  # sha256 of the files' canonical tar (== diff_id for a canonical source)
+
+
+@dataclass(frozen=True, slots=True)
+class StagedLayer:
+    """A layer built in staging, not yet published: its diff/ directory and what it holds."""
+
+    path: str  # the staging directory; diff/ inside
+    files: LayerFiles
+
+    @property
+    def diff_id(self) -> str:
+        return self.files.diff_id
+
+    def discard(self) -> None:
+        discard(self.path)
+
+
+Fill = Callable[[str], LayerFiles]
+
+
+def stage_layer(layout: StoreLayout, fill: Fill) -> StagedLayer:
+    """Build a layer's files in staging with ``fill(diff_dir)``.
+
+    Needs no lock: the staging directory is this process's own.  On error
+    nothing is left behind.
     """
-    if parent is not None and not os.path.isfile(layout.layer_json(parent)):
-        raise NotFound(f"no such parent layer: {parent}")
     staged = new_staging(layout.staging)
     try:
         os.mkdir(f"{staged}/diff", 0o755)
-        diff_id, size = fill(f"{staged}/diff")
-        layer_id = chain_id(parent, diff_id)
-        with lock:
-            if os.path.isfile(layout.layer_json(layer_id)):
-                return load_layer(layout, layer_id), False
-            record = LayerRecord(
-                id=layer_id,
-                diff_id=diff_id,
-                parent=parent,
-                size=size,
-                created=now_rfc3339(),
-                comment=comment,
-                link=layer_link(layer_id),
-            )
-            write_atomic(f"{staged}/layer.json", dump_json(record.to_json()))
-            os.makedirs(layout.links, exist_ok=True)
-            # The link first (dangling until the rename): a sweep removes
-            # dangling links, so a crash in between leaves nothing visible.
-            symlink_atomic(f"../layers/{hex_of(layer_id)}/diff", layout.link(record.link))
-            os.makedirs(layout.layers, exist_ok=True)
-            publish(staged, layout.layer_dir(layer_id))
-            return record, True
-    finally:
+        return StagedLayer(staged, fill(f"{staged}/diff"))
+    except BaseException:
         discard(staged)
+        raise
 
 
-def from_tar(source: BinaryIO):
+def publish_layer(
+    txn: Transaction, staged: StagedLayer, *, parent: str | None, comment: str = ""
+) -> tuple[LayerRecord, bool]:
+    """Publish a staged layer on parent; returns the record and whether it is new.
+
+    The same content on the same parent is stored once (its ID is the chain
+    ID): then the staged copy is dropped and the stored record returned.
+    """
+    layout = txn.layout
+    if parent is not None and not os.path.isfile(layout.layer_json(parent)):
+        raise NotFound(f"no such parent layer: {parent}")
+    layer_id = chain_id(parent, staged.diff_id)
+    if os.path.isdir(layout.layer_dir(layer_id)):
+        staged.discard()
+        return load_layer(layout, layer_id), False
+    record = LayerRecord(
+        id=layer_id,
+        diff_id=staged.diff_id,
+        parent=parent,
+        size=staged.files.size,
+        inodes=staged.files.inodes,
+        content_digest=staged.files.content_digest,
+        created=now_rfc3339(),
+        comment=comment,
+        link=layer_link(layer_id),
+    )
+    write_atomic(f"{staged.path}/layer.json", dump_json(record.to_json()))
+    os.makedirs(layout.links, exist_ok=True)
+    os.makedirs(layout.layers, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(layout.link(record.link))  # a dangling link of a layer removed before
+    txn.creating(layout.link(record.link), layout.layer_dir(layer_id))
+    symlink_atomic(f"../layers/{hex_of(layer_id)}/diff", layout.link(record.link))
+    publish(staged.path, layout.layer_dir(layer_id))
+    return record, True
+
+
+def from_tar(source: BinaryIO) -> Fill:
     """A fill function that extracts a (possibly gzipped) tar stream."""
 
-    def fill(diff: str) -> tuple[str, int]:
+    def fill(diff: str) -> LayerFiles:
         from ..archive.extract import extract_layer
 
         result = extract_layer(source, diff)
-        return result.diff_id, result.size
+        return LayerFiles(result.diff_id, result.size, result.inodes, content_digest(diff))
 
     return fill
 
 
-def from_directory(src: str):
+def from_directory(src: str) -> Fill:
     """A fill function that copies a directory through its canonical tar.
 
     Going through the tar makes the stored files exactly what the diff_id
     describes, and reuses the one hardened extractor.
     """
 
-    def fill(diff: str) -> tuple[str, int]:
+    def fill(diff: str) -> LayerFiles:
         from ..archive.extract import extract_layer
         from ..archive.generate import write_layer_tar
 
@@ -122,21 +172,36 @@ def from_directory(src: str):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tar_path)
         assert result.diff_id == diff_id, "a generated tar must extract to itself"
-        return diff_id, result.size
+        return LayerFiles(diff_id, result.size, result.inodes, diff_id)
 
     return fill
 
 
-def remove_layer(layout: StoreLayout, layer_id: str) -> None:
-    """Delete a layer (the caller checks that nothing uses it, under the lock)."""
-    record = load_layer(layout, layer_id)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(layout.link(record.link))
-    retire(layout.layer_dir(layer_id), layout.staging)
+def content_digest(diff: str) -> str:
+    """The sha256 of the canonical tar of a layer's files: what --verify-content compares."""
+    from ..archive.generate import write_layer_tar
+
+    class _Discard:
+        def write(self, data: bytes) -> int:
+            return len(data)
+
+    return write_layer_tar(diff, _Discard())
+
+
+def remove_layers(txn: Transaction, records: list[LayerRecord]) -> None:
+    """Delete layers (the caller checked that nothing uses them): directories, then links."""
+    layout = txn.layout
+    txn.remove(*[layout.layer_dir(r.id) for r in records], *[layout.link(r.link) for r in records])
+
+
+def restore_link(layout: StoreLayout, record: LayerRecord) -> None:
+    """Make a layer's short link again (it is derived from the layer ID)."""
+    os.makedirs(layout.links, exist_ok=True)
+    symlink_atomic(f"../layers/{hex_of(record.id)}/diff", layout.link(record.link))
 
 
 def sweep_links(layout: StoreLayout) -> list[str]:
-    """Remove short links and name links whose layer or container is gone."""
+    """Remove short links and name links whose layer or container is gone (under the lock)."""
     removed = []
     for directory in (layout.links, layout.names):
         try:

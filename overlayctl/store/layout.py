@@ -11,7 +11,10 @@
     <root>/containers/<id>/{init,upper,work,merged}/
     <root>/names/<name> -> ../containers/<id>   a container's name, unique by construction
     <root>/staging/<pid>-<random>/         half-built objects; swept when their pid is gone
+    <root>/trash/<pid>-<random>/           removed objects, deleted once nothing below is mounted
+    <root>/journal.json                    how to finish an interrupted transaction
     <root>/store.json                      format version and the backing filesystem probe
+    <root>/tags.json.damaged-<time>        a damaged tags.json that check --repair moved aside
     <root>/lock                            flock for mutations
     <root>/containers/<id>/state.json      run state (created, running, exited, exit code)
     <root>/containers/<id>/container.log   output of a detached container
@@ -125,6 +128,15 @@ class StoreLayout:
     @property
     def staging(self) -> str:
         return f"{self.root}/staging"
+
+    @property
+    def trash(self) -> str:
+        return f"{self.root}/trash"
+
+    @property
+    def journal(self) -> str:
+        """The journal of the transaction in progress (or interrupted)."""
+        return f"{self.root}/journal.json"
 
     @property
     def lock(self) -> str:

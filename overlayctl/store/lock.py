@@ -1,4 +1,15 @@
-"""The store lock: one flock serialises every mutation across processes."""
+"""The store lock: one flock on ``<root>/lock`` serialises every change to the store.
+
+A verb takes the lock once, in the API layer, for its whole publishing
+step; store functions that change the disk never lock themselves and check
+that their caller holds it (``StoreLock.require``).  Readers take no lock:
+every record is replaced by an atomic rename, so a reader sees the old file
+or the new one.  ``check`` takes the lock shared, so that it sees no
+transaction half done and blocks no other reader.
+
+The exclusive holder writes its PID and command line into the lock file, so
+that a waiter that gives up can say who holds the store.
+"""
 
 from __future__ import annotations
 
@@ -8,44 +19,119 @@ import time
 
 from ..errors import StoreError
 
+DEFAULT_TIMEOUT = 30.0
+
 
 class StoreLock:
-    """Re-entrant exclusive flock on ``<root>/lock``.
+    """Re-entrant flock on ``path``: exclusive by default, shared with ``shared=True``.
 
-    Reads need no lock: every record is replaced by an atomic rename.
+    Raises StoreError naming the holder when the lock is not had within
+    ``timeout`` seconds.
     """
 
-    def __init__(self, path: str, timeout: float = 60.0) -> None:
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.path = path
         self.timeout = timeout
         self._fd = -1
         self._depth = 0
+        self._exclusive = False
+
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lock exclusively."""
+        return self._depth > 0 and self._exclusive
+
+    def require(self) -> None:
+        """Fail loudly when a store function that changes the disk runs unlocked."""
+        if not self.held:
+            raise AssertionError("a store change outside the store lock")
 
     def __enter__(self) -> StoreLock:
-        if self._depth == 0:
-            self._acquire()
-        self._depth += 1
+        self.acquire(shared=False)
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release()
+
+    def shared(self) -> _Shared:
+        """A context manager for a shared (reader's) hold of the lock."""
+        return _Shared(self)
+
+    def acquire(self, *, shared: bool) -> None:
+        if self._depth:
+            if not shared and not self._exclusive:
+                raise AssertionError("cannot upgrade a shared store lock to exclusive")
+            self._depth += 1
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            _flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, self.timeout, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd, self._depth, self._exclusive = fd, 1, not shared
+        if not shared:
+            _write_holder(fd)
+
+    def release(self) -> None:
         self._depth -= 1
         if self._depth == 0:
             os.close(self._fd)
             self._fd = -1
+            self._exclusive = False
 
-    def _acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fd = fd
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise StoreError(
-                        f"the store is locked by another overlayctl process ({self.path})",
-                        hint="wait for it to finish",
-                    ) from None
-                time.sleep(0.01)
+
+class _Shared:
+    def __init__(self, lock: StoreLock) -> None:
+        self.lock = lock
+
+    def __enter__(self) -> StoreLock:
+        self.lock.acquire(shared=True)
+        return self.lock
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+def _flock(fd: int, mode: int, timeout: float, path: str) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"the store is locked by {describe_holder(path)} for more than {timeout:g} s",
+                    hint="wait for it to finish, or raise --lock-timeout",
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def _write_holder(fd: int) -> None:
+    pid = os.getpid()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{pid} {_command_line(pid)}\n".encode(), 0)
+
+
+def _command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace").split()
+    except OSError:
+        return "?"
+    return " ".join(words)[:200]  # one line, whatever the arguments hold
+
+
+def describe_holder(path: str) -> str:
+    """Who holds the lock, as "pid 123 (overlayctl image import ...)", from the lock file."""
+    try:
+        with open(path, "rb") as f:
+            pid_text, _, command = f.read(400).decode(errors="replace").strip().partition(" ")
+    except OSError:
+        return "another process"
+    if not pid_text.isdigit() or not os.path.exists(f"/proc/{pid_text}"):
+        return "another process"
+    return f"pid {pid_text} ({command})"

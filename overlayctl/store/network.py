@@ -6,7 +6,7 @@
      "addresses": {"10.213.0.2": "<container-id>", ...}}
 
 A missing file means the defaults and no addresses.  Every change happens
-under the store lock and is written with write_atomic, so two processes
+under the store lock (the caller's: these functions check that it is held) and is written with write_atomic, so two processes
 never hand out the same address.  Nothing here touches the kernel: the
 runtime (``runtime/net.py``) makes the bridge and veths from a NetworkConfig.
 """
@@ -123,22 +123,22 @@ def configure_network(
     change while addresses are handed out (a running container keeps its
     address until it is released).
     """
-    with lock:
-        current, addresses = load_network(layout)
-        wanted = NetworkConfig(
-            bridge=current.bridge if bridge is None else bridge,
-            subnet=current.subnet if subnet is None else subnet,
+    lock.require()
+    current, addresses = load_network(layout)
+    wanted = NetworkConfig(
+        bridge=current.bridge if bridge is None else bridge,
+        subnet=current.subnet if subnet is None else subnet,
+    )
+    if wanted == current and _file_exists(layout):
+        return current
+    if wanted != current and addresses:
+        owners = ", ".join(sorted({cid[:12] for cid in addresses.values()}))
+        raise InUse(
+            f"the network has {len(addresses)} address(es) in use (containers {owners})",
+            hint="stop or remove those containers first",
         )
-        if wanted == current and _file_exists(layout):
-            return current
-        if wanted != current and addresses:
-            owners = ", ".join(sorted({cid[:12] for cid in addresses.values()}))
-            raise InUse(
-                f"the network has {len(addresses)} address(es) in use (containers {owners})",
-                hint="stop or remove those containers first",
-            )
-        _save(layout, wanted, addresses)
-        return wanted
+    _save(layout, wanted, addresses)
+    return wanted
 
 
 def _file_exists(layout: StoreLayout) -> bool:
@@ -156,36 +156,36 @@ def allocate_address(layout: StoreLayout, lock: StoreLock, container_id: str) ->
     again for the same container returns the address it already has.
     Raises StoreError when the subnet is full.
     """
-    with lock:
-        config, addresses = load_network(layout)
-        suffix = f"/{config.prefixlen}"
-        for address, owner in addresses.items():
-            if owner == container_id:
-                return address + suffix
-        gateway = config.gateway
-        for host in config.network.hosts():
-            address = str(host)
-            if address != gateway and address not in addresses:
-                break
-        else:
-            raise StoreError(
-                f"no free address in {config.subnet}",
-                hint="remove stopped containers or configure a larger subnet",
-            )
-        addresses[address] = container_id
-        _save(layout, config, addresses)
-        return address + suffix
+    lock.require()
+    config, addresses = load_network(layout)
+    suffix = f"/{config.prefixlen}"
+    for address, owner in addresses.items():
+        if owner == container_id:
+            return address + suffix
+    gateway = config.gateway
+    for host in config.network.hosts():
+        address = str(host)
+        if address != gateway and address not in addresses:
+            break
+    else:
+        raise StoreError(
+            f"no free address in {config.subnet}",
+            hint="remove stopped containers or configure a larger subnet",
+        )
+    addresses[address] = container_id
+    _save(layout, config, addresses)
+    return address + suffix
 
 
 def release_address(layout: StoreLayout, lock: StoreLock, container_id: str) -> bool:
     """Give back the container's address.  False when it held none."""
-    with lock:
-        config, addresses = load_network(layout)
-        kept = {a: c for a, c in addresses.items() if c != container_id}
-        if len(kept) == len(addresses):
-            return False
-        _save(layout, config, kept)
-        return True
+    lock.require()
+    config, addresses = load_network(layout)
+    kept = {a: c for a, c in addresses.items() if c != container_id}
+    if len(kept) == len(addresses):
+        return False
+    _save(layout, config, kept)
+    return True
 
 
 def address_of(layout: StoreLayout, container_id: str) -> str | None:

@@ -39,12 +39,35 @@ def check_container_name(name: str) -> str:
     return name
 
 
-def load_json(path: str) -> Any:
+def load_json(path: str, kind: type = dict) -> Any:
+    """A record file's JSON; StoreError when it is damaged (not JSON, or not a ``kind``).
+
+    FileNotFoundError passes through: the caller knows what is missing.
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
     try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except json.JSONDecodeError as exc:
-        raise StoreError(f"damaged record {path}: {exc}", hint="run 'overlayctl check'") from exc
+        data = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for a zero-filled file
+        raise damaged(path, exc) from None
+    if not isinstance(data, kind):
+        raise damaged(path, f"not a JSON {kind.__name__}")
+    return data
+
+
+def damaged(path: str, why: object) -> StoreError:
+    """The error for a record that cannot be read as what it should be."""
+    text = str(why).splitlines()[0] if str(why) else type(why).__name__
+    return StoreError(f"damaged record {path}: {text}", hint="run 'overlayctl check'")
+
+
+def skip_damaged(path: str, error: StoreError) -> None:
+    """A listing goes on without a damaged record, and says so once on stderr."""
+    import warnings
+
+    from ..errors import DamagedRecordWarning
+
+    warnings.warn(error.message, DamagedRecordWarning, stacklevel=3)
 
 
 def dump_json(obj: Any) -> bytes:
@@ -63,6 +86,8 @@ class LayerRecord:
     created: str
     comment: str
     link: str  # short link name under <root>/l
+    inodes: int = 0  # files, directories, links and devices in diff/, counted when it was made
+    content_digest: str = ""  # sha256 of diff/'s canonical tar when it was made (check --verify-content)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +95,8 @@ class LayerRecord:
             "diff_id": self.diff_id,
             "parent": self.parent,
             "size": self.size,
+            "inodes": self.inodes,
+            "content_digest": self.content_digest,
             "created": self.created,
             "comment": self.comment,
             "link": self.link,
@@ -77,7 +104,8 @@ class LayerRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LayerRecord:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k not in ("inodes", "content_digest")}
+        return cls(**fields, inodes=int(data.get("inodes") or 0), content_digest=data.get("content_digest") or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +144,11 @@ class ImageRecord:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ImageRecord:
-        return cls(config=json.loads(raw), id=sha256_digest(raw), raw=raw)
+        """Raises ValueError when raw is not an image config with rootfs.diff_ids."""
+        config = json.loads(raw)
+        if not isinstance(config, dict) or not isinstance((config.get("rootfs") or {}).get("diff_ids"), list):
+            raise ValueError("not an image config with rootfs.diff_ids")
+        return cls(config=config, id=sha256_digest(raw), raw=raw)
 
     @property
     def diff_ids(self) -> list[str]:

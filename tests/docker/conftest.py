@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dockerd import Docker, DockerUnavailable, docker_engine
+from testkit.dockerd import Docker, DockerUnavailable, docker_engine
 
 # The image's mtimes, older than any run.  Whether a directory whose only
 # change is its mtime counts as changed differs between Docker's diff walkers

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ..rootfs import files_of
+from testkit.rootfs import files_of
 
 from .conftest import SavedImage, save_image
 
@@ -110,7 +110,7 @@ def parse_docker_diff(text: str) -> set[tuple[str, str]]:
 
 def run_script(store, name: str = "changed") -> str:
     """SCRIPT in an overlayctl container of busybox:latest; the container's name."""
-    code = store.run("busybox", ["sh", "-c", SCRIPT], name=name)
+    code = store.runtime.run("busybox", ["sh", "-c", SCRIPT], name=name)
     assert code == 0, f"the script exited {code} in overlayctl"
     return name
 
@@ -136,7 +136,7 @@ def chain_id(diff_ids: list[str]) -> str:
 def test_layer_of_docker_save_keeps_its_diff_id(store, docker_busybox):
     """store.create_layer of the layer.tar that docker save wrote: the diff_id of Docker's config."""
     (layer_tar,) = docker_busybox.layers
-    layer = store.create_layer(str(layer_tar))
+    layer = store.layers.create(str(layer_tar))
     assert layer.diff_id == docker_busybox.diff_ids[0]
     assert layer.diff_id == "sha256:" + hashlib.sha256(layer_tar.read_bytes()).hexdigest()
     assert layer.id == chain_id(docker_busybox.diff_ids)  # one layer: chain ID == diff_id
@@ -146,7 +146,7 @@ def test_container_diff_matches_docker_diff(busybox, docker_changed):
     theirs = {(kind, path) for kind, path in docker_changed.diff if path not in DOCKER_RUNTIME_FILES}
     assert SCRIPT_PATHS <= {path for _, path in theirs}, f"Docker's diff misses the script's changes: {theirs}"
 
-    ours = {(c.kind, c.path) for c in busybox.diff(run_script(busybox))}
+    ours = {(c.kind, c.path) for c in busybox.containers.diff(run_script(busybox))}
     # Exactly Docker's, kinds included (C for the parents /bin, /etc, /var and
     # the opaque /var/www; D for /var/www/index.html, hidden by the opaque
     # dir; nothing for /var's mtime-only change below it, nor for the mount
@@ -158,8 +158,8 @@ def test_docker_commit_imports_in_overlay_form(store, docker_changed, capfd):
     """Docker's committed layer: .wh. files become a 0/0 char device and an opaque xattr."""
     saved = docker_changed.committed
     base_tar, top_tar = saved.layers
-    base = store.create_layer(str(base_tar))
-    top = store.create_layer(str(top_tar), parent=base.id)
+    base = store.layers.create(str(base_tar))
+    top = store.layers.create(str(top_tar), parent=base.id)
     assert [base.diff_id, top.diff_id] == saved.diff_ids
     assert top.id == chain_id(saved.diff_ids)
 
@@ -178,18 +178,18 @@ def test_docker_commit_imports_in_overlay_form(store, docker_changed, capfd):
     assert files_of(diff) == expected
 
     # And the image Docker committed looks the same from inside an overlayctl container.
-    store.create_image(top.id, tag="from-docker")
+    store.images.create(top.id, tag="from-docker")
     capfd.readouterr()
-    assert store.run("from-docker", ["sh", "-c", VIEW], name="view") == 0
+    assert store.runtime.run("from-docker", ["sh", "-c", VIEW], name="view") == 0
     assert "fresh" in docker_changed.view and capfd.readouterr().out == docker_changed.view
 
 
 def test_commit_exports_dockers_whiteouts(busybox, docker_changed, tmp_path):
     """store.commit + export_layer: the same .wh. and .wh..wh..opq entries as Docker's committed layer."""
-    image = busybox.commit(run_script(busybox), tag="changed")
+    image = busybox.containers.commit(run_script(busybox), tag="changed")
     ours_tar = tmp_path / "ours.tar"
     with open(ours_tar, "wb") as out:
-        busybox.export_layer(image.layers[-1], out)
+        busybox.layers.export(image.layers[-1], out)
     ours, theirs = tar_names(ours_tar), tar_names(docker_changed.committed.layers[-1])
 
     assert whiteout_entries(theirs) == {".wh.root", "etc/.wh.group", f"var/www/{OPAQUE}"}, "Docker's layer changed"
@@ -199,14 +199,14 @@ def test_commit_exports_dockers_whiteouts(busybox, docker_changed, tmp_path):
 
 def test_exported_layer_is_a_rootfs_for_docker(busybox, docker):
     """export_layer of the busybox layer | docker import -: Docker runs it, with our tar's diff_id."""
-    (layer,) = busybox.image("busybox").layers
+    (layer,) = busybox.images.get("busybox").layers
     ref = docker.image("roundtrip")
     importer = subprocess.Popen(
         docker.engine.argv("import", "-", ref), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         try:
-            diff_id = busybox.export_layer(layer, importer.stdin)
+            diff_id = busybox.layers.export(layer, importer.stdin)
         finally:
             _, err = importer.communicate(timeout=120)
         assert importer.returncode == 0, f"docker import: {err.decode(errors='replace')}"

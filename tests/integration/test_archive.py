@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from overlayctl.archive.extract import extract_layer
-from overlayctl.archive.generate import dir_size, write_layer_tar
+from overlayctl.archive.generate import dir_usage, write_layer_tar
 from overlayctl.errors import ArchiveError, UnsafeArchive
 from tests.tarbuild import MTIME, Entry, build_tar, patch_header
 
@@ -99,7 +99,7 @@ def test_round_trip_is_byte_identical(tree, tmp_path):
     again, diff_id2 = export(tmp_path / "dest")
     assert again == data
     assert diff_id == diff_id2 == result.diff_id == sha(data)
-    assert result.size == dir_size(str(tree)) == dir_size(str(tmp_path / "dest"))
+    assert (result.size, result.inodes) == dir_usage(str(tree)) == dir_usage(str(tmp_path / "dest"))
     assert result.entries == len(members(data))
 
 
@@ -120,7 +120,7 @@ def test_size_counts_hardlinks_once(tree):
             b"non-utf8 name",
         ]
     )
-    assert dir_size(str(tree)) == expected + BIG
+    assert dir_usage(str(tree))[0] == expected + BIG
 
 
 def test_export_entries(tree):

@@ -28,7 +28,7 @@ def deep(tmp_path_factory):
     for i in range(500):
         (src / "f").write_text(f"layer {i}\n")
         (src / f"only-{i}").write_text("x")
-        parent = store.create_layer(str(src), parent=parent).id
+        parent = store.layers.create(str(src), parent=parent).id
         os.unlink(src / f"only-{i}")
         chain.append(parent)
     try:
@@ -42,35 +42,35 @@ def deep(tmp_path_factory):
 def test_deep_container_mounts(deep, lowers, api):
     store, chain = deep
     # A container adds its init layer: an image of lowers-1 layers makes `lowers` lowers.
-    image = store.create_image(chain[lowers - 2], tag=f"deep:{lowers}")
+    image = store.images.create(chain[lowers - 2], tag=f"deep:{lowers}")
     name = f"c{lowers}-{api.value}"
-    ctr = store.create_container(image.id, name=name)
+    ctr = store.containers.create(image.id, name=name)
     if api is MountApi.CLASSIC and lowers == 500:
         # 500 short links do not fit in mount(2)'s one page: refused, never cut.
         with pytest.raises(TooManyLayers, match="mount\\(2\\) takes at most 4095"):
-            store.mount(name, host=True, api=api)
-        assert store.container(name).mounted is None
-        store.remove_container(name)
+            store.containers.mount(name, host=True, api=api)
+        assert store.containers.get(name).mounted is None
+        store.containers.remove(name)
         return
-    store.mount(name, host=True, api=api)
+    store.containers.mount(name, host=True, api=api)
     try:
         merged = store.layout.merged(ctr.id)
         assert open(f"{merged}/f").read() == f"layer {lowers - 2}\n"  # the top layer wins
         # Every layer of the stack shows through: each added one file.
         assert len([n for n in os.listdir(merged) if n.startswith("only-")]) == lowers - 1
-        report = [m for m in store.mounts() if m["target"] == merged][0]
-        assert len(report["lowers"]) == lowers
+        report = [m for m in store.mounts.list() if m.target == merged][0]
+        assert len(report.lowers) == lowers
     finally:
-        store.remove_container(name, force=True)
+        store.containers.remove(name, force=True)
 
 
 def test_501_lowers_is_refused_clearly(deep):
     store, chain = deep
-    image = store.create_image(chain[499], tag="deep:500")
+    image = store.images.create(chain[499], tag="deep:500")
     assert len(image.layers) == 500
     with pytest.raises(TooManyLayers, match="501 lower layers: the kernel stacks at most 500"):
-        store.create_container("deep:500", name="too-deep")
-    assert store.containers() == []
+        store.containers.create("deep:500", name="too-deep")
+    assert store.containers.list() == []
 
 
 def test_union_of_500_and_501_plain_directories(store, tmp_path):
@@ -82,10 +82,10 @@ def test_union_of_500_and_501_plain_directories(store, tmp_path):
         dirs.append(str(d))
     target = tmp_path / "union"
     target.mkdir()
-    store.mount_union(dirs[:500], str(target))
+    store.mounts.union(dirs[:500], str(target))
     try:
         assert len(os.listdir(target)) == 500
     finally:
-        store.unmount_union(str(target))
+        store.mounts.unmount_union(str(target))
     with pytest.raises(TooManyLayers, match="501 lower layers"):
-        store.mount_union(dirs, str(target))
+        store.mounts.union(dirs, str(target))

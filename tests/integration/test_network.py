@@ -232,12 +232,12 @@ def test_two_containers_talk_over_the_bridge(net_env, tmp_path):
     root.mkdir()
     layout = StoreLayout(str(root), str(tmp_path / "run"))
     lock = StoreLock(layout.lock)
-    config = configure_network(layout, lock, bridge=net_env.config.bridge, subnet=net_env.config.subnet)
-
     a, b = net_env.child(), net_env.child()
     id_a, id_b = net_env.container_id(), net_env.container_id()
-    addr_a = allocate_address(layout, lock, id_a)
-    addr_b = allocate_address(layout, lock, id_b)
+    with lock:
+        config = configure_network(layout, lock, bridge=net_env.config.bridge, subnet=net_env.config.subnet)
+        addr_a = allocate_address(layout, lock, id_a)
+        addr_b = allocate_address(layout, lock, id_b)
     assert addr_a != addr_b
 
     info_a = net.attach(config, id_a, a.pid, addr_a)
@@ -270,7 +270,8 @@ def test_two_containers_talk_over_the_bridge(net_env, tmp_path):
     net.detach(config, id_a)
     net.detach(config, id_b)
     net.detach(config, id_b)  # nothing left: no error
-    assert release_address(layout, lock, id_a) and release_address(layout, lock, id_b)
+    with lock:
+        assert release_address(layout, lock, id_a) and release_address(layout, lock, id_b)
     assert net.remove_bridge_if_unused(config) is True
     assert net.remove_bridge_if_unused(config) is False
     assert not {config.bridge, info_a["veth"], info_b["veth"]} & _links()

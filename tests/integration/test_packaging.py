@@ -157,7 +157,7 @@ def test_make_dry_run_resolves_targets():
     out = res.stdout
     assert ".venv/bin/python -m pytest -q" in out
     assert "bash demo/demo.sh" in out
-    assert ".venv/bin/python bench/bench.py" in out
+    assert ".venv/bin/python -m bench" in out
 
 
 def test_make_from_fresh_clone_builds_venv(tmp_path):

@@ -37,9 +37,9 @@ def ctl(busybox):
         yield run
     finally:
         # Stop whatever a failed test left running, then let the store fixture unmount.
-        for state in store.containers():
+        for state in store.containers.list():
             if state.run.status == "running":
-                store.stop(state.record.id, timeout=0)
+                store.runtime.stop(state.record.id, timeout=0)
 
 
 def leftovers(store, container_id: str) -> list[str]:
@@ -62,7 +62,7 @@ def test_echo_and_exit_codes(ctl):
     for code in (0, 1, 42):
         result = ctl("run", "--rm", "busybox", "--", "sh", "-c", f"exit {code}", check=False)
         assert result.returncode == code
-    assert ctl.store.containers() == []
+    assert ctl.store.containers.list() == []
 
 
 def cgroup_dirs() -> set[str]:
@@ -73,7 +73,7 @@ def cgroup_dirs() -> set[str]:
 def test_rm_leaves_nothing(ctl):
     before = cgroup_dirs()
     ctl("run", "--rm", "--name", "gone", "--memory", "64m", "busybox", "--", "true")
-    assert ctl.store.containers() == []
+    assert ctl.store.containers.list() == []
     assert not os.listdir(ctl.store.layout.containers)
     assert cgroup_dirs() == before
     for pins in (ctl.store.layout.netns_dir, ctl.store.layout.ns_dir):
@@ -115,11 +115,11 @@ def test_network_none_has_only_loopback_up(ctl):
 def test_writes_land_in_the_upper_only(ctl):
     ctl("run", "--name", "w", "busybox", "--", "sh", "-c", "echo changed > /etc/motd; echo new > /root/new")
     store = ctl.store
-    record = store.container("w").record
-    lower = store.layout.diff(store.image("busybox").layers[0])
+    record = store.containers.get("w").record
+    lower = store.layout.diff(store.images.get("busybox").layers[0])
     assert open(f"{lower}/etc/motd").read() == "from the image\n"
     assert open(f"{store.layout.upper(record.id)}/etc/motd").read() == "changed\n"
-    changes = {(c.kind, c.path) for c in store.diff("w")}
+    changes = {(c.kind, c.path) for c in store.containers.diff("w")}
     assert ("C", "/etc/motd") in changes and ("A", "/root/new") in changes
     # The exited container's upper can be committed, as in Docker.
     ctl("container", "commit", "w", "busybox:changed")
@@ -269,7 +269,7 @@ def run_then_kill(store, *args: str) -> str:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline() == "ready\n"
-        state = store.container("victim")
+        state = store.containers.get("victim")
         pid1 = state.run.pid
         proc.kill()
         proc.wait()
@@ -289,8 +289,11 @@ def test_killed_overlayctl_leaves_no_leak(ctl):
     record_id = run_then_kill(
         ctl.store, "--name", "victim", "--memory", "64m", "busybox", "--", "sh", "-c", "echo ready; sleep 60"
     )
-    listed = json.loads(ctl("ps", "-a", "--json").stdout)  # any command reaps
+    listed = json.loads(ctl("ps", "-a", "--json").stdout)
     assert listed[0]["state"] == "exited" and "monitor died" in listed[0]["run"]["error"]
+    assert leftovers(ctl.store, record_id) != []  # a listing reads; it does not clean up
+    report = json.loads(ctl("check", "--repair", "--json").stdout)
+    assert [p["message"] for p in report["removed"]] == ["container victim: its overlayctl monitor died"]
     assert leftovers(ctl.store, record_id) == []
     ctl("rm", "victim")
 
@@ -310,7 +313,7 @@ def test_clear_errors(ctl, tmp_path):
     ctl("run", "--name", "taken", "busybox", "--", "true")
     result = ctl("run", "--name", "taken", "busybox", "--", "true", check=False)
     assert result.returncode == 1 and "already taken" in result.stderr
-    assert ctl.store.containers()[0].record.name == "taken" and len(ctl.store.containers()) == 1
+    assert ctl.store.containers.list()[0].record.name == "taken" and len(ctl.store.containers.list()) == 1
     ctl("rm", "taken")
 
 
@@ -418,7 +421,7 @@ def test_container_mount_refused_while_running(ctl):
     result = ctl("container", "mount", "busy", check=False)
     assert result.returncode == 1 and "is running" in result.stderr
     ctl("rm", "-f", "busy")
-    assert ctl.store.containers() == []
+    assert ctl.store.containers.list() == []
 
 
 def test_killed_overlayctl_on_the_bridge_leaves_no_leak(ctl, bridge):
@@ -427,10 +430,9 @@ def test_killed_overlayctl_on_the_bridge_leaves_no_leak(ctl, bridge):
     record_id = run_then_kill(
         store, "--name", "victim", "--network", "bridge", "busybox", "--", "sh", "-c", "echo ready; sleep 60"
     )
-    ctl("ps")  # any command reaps
+    ctl("rm", "-f", "victim")  # a verb that changes state reaps
     assert leftovers(store, record_id) == []
     assert not os.path.exists(f"/sys/class/net/{name}")
-    ctl("rm", "victim")
     assert json.loads(ctl("network", "show", "--json").stdout)["addresses"] == {}
 
 
@@ -438,7 +440,7 @@ def test_none_network_path_does_not_import_pyroute2(busybox):
     code = (
         "import sys; from overlayctl import LayerStore;"
         f"s = LayerStore({busybox.layout.root!r}, {busybox.layout.run_root!r});"
-        "code = s.run('busybox', ['true'], remove=True);"
+        "code = s.runtime.run('busybox', ['true'], remove=True);"
         "print(code, 'pyroute2' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

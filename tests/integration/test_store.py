@@ -33,15 +33,15 @@ def assert_consistent(store) -> None:
         assert os.path.isfile(f"{root}/layers/{name}/layer.json") and os.path.isdir(f"{root}/layers/{name}/diff")
     for name in os.listdir(f"{root}/l"):
         assert os.path.isdir(f"{root}/l/{name}"), f"dangling link {name}"
-    for image in store.images():
+    for image in store.images.list():
         for layer in image.layers:
             assert os.path.isdir(store.layout.diff(layer))
-    for ref, image_id in store.tags().items():
+    for ref, image_id in store.images.tags().items():
         assert os.path.isfile(store.layout.image_json(image_id)), ref
 
 
 def test_layout_is_readable_with_ls(store, rootfs):
-    image = store.import_image(str(rootfs), tag="base")
+    image = store.images.import_rootfs(str(rootfs), tag="base")
     (layer_id,) = image.layers
     root = store.layout.root
     hexid = layer_id.split(":")[1]
@@ -55,10 +55,10 @@ def test_layout_is_readable_with_ls(store, rootfs):
 
 
 def test_same_content_is_stored_once(store, rootfs):
-    first = store.import_image(str(rootfs), tag="a")
-    second = store.import_image(str(rootfs), tag="b")
+    first = store.images.import_rootfs(str(rootfs), tag="a")
+    second = store.images.import_rootfs(str(rootfs), tag="b")
     assert first.layers == second.layers
-    assert len(store.layers()) == 1
+    assert len(store.layers.list()) == 1
 
 
 def test_layer_from_tar_keeps_the_tar_digest(store, rootfs, tmp_path):
@@ -66,23 +66,23 @@ def test_layer_from_tar_keeps_the_tar_digest(store, rootfs, tmp_path):
 
     tar = tmp_path / "rootfs.tar"
     subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
-    layer = store.create_layer(str(tar))
+    layer = store.layers.create(str(tar))
     assert layer.diff_id == "sha256:" + hashlib.sha256(tar.read_bytes()).hexdigest()
     assert layer.id == layer.diff_id  # a base layer's chain ID is its diff_id
 
 
 def test_references_by_tag_and_prefix(store, rootfs):
-    image = store.import_image(str(rootfs), tag="base:1")
-    assert store.image("base:1").id == image.id
-    assert store.image(image.id.split(":")[1][:8]).id == image.id
+    image = store.images.import_rootfs(str(rootfs), tag="base:1")
+    assert store.images.get("base:1").id == image.id
+    assert store.images.get(image.id.split(":")[1][:8]).id == image.id
     with pytest.raises(NotFound, match="no such image: nope"):
-        store.image("nope")
-    store.create_container("base:1", name="web")
-    assert store.container("web").record.image == image.id
+        store.images.get("nope")
+    store.containers.create("base:1", name="web")
+    assert store.containers.get("web").record.image == image.id
     with pytest.raises(AlreadyExists, match="already taken"):
-        store.create_container("base:1", name="web")
+        store.containers.create("base:1", name="web")
     with pytest.raises(InvalidArgument):
-        store.create_container("base:1", name="bad name")
+        store.containers.create("base:1", name="bad name")
 
 
 def test_ambiguous_prefix(store, tmp_path):
@@ -91,38 +91,38 @@ def test_ambiguous_prefix(store, tmp_path):
         d = tmp_path / f"d{i}"
         d.mkdir()
         (d / "f").write_text(str(i))
-        ids.append(store.create_layer(str(d)).id)
+        ids.append(store.layers.create(str(d)).id)
     first_chars = [i.split(":")[1][0] for i in ids]
     shared = next(c for c in first_chars if first_chars.count(c) > 1)
     with pytest.raises(InvalidArgument, match="ambiguous"):
-        store.layer(shared)
+        store.layers.get(shared)
 
 
 def test_removal_rules(store, rootfs):
-    image = store.import_image(str(rootfs), tag="base")
+    image = store.images.import_rootfs(str(rootfs), tag="base")
     (layer_id,) = image.layers
     with pytest.raises(InUse, match="used by image base:latest"):
-        store.remove_layer(layer_id)
-    store.create_container("base", name="c")
+        store.layers.remove(layer_id)
+    store.containers.create("base", name="c")
     with pytest.raises(InUse, match="used by container c"):
-        store.remove_image("base")
-    store.remove_container("c")
-    store.tag_image("base", "other:1")
-    assert store.remove_image("base")["untagged"] == ["base:latest"]  # only untags
-    removed = store.remove_image("other:1")
-    assert removed["layers"] == [layer_id]
-    assert store.layers() == [] and store.images() == [] and os.listdir(store.layout.links) == []
+        store.images.remove("base")
+    store.containers.remove("c")
+    store.images.tag("base", "other:1")
+    assert store.images.remove("base").untagged == ["base:latest"]  # only untags
+    removed = store.images.remove("other:1")
+    assert removed.layers == [layer_id]
+    assert store.layers.list() == [] and store.images.list() == [] and os.listdir(store.layout.links) == []
 
 
 def test_failed_import_leaves_the_store_as_it_was(store, rootfs, tmp_path):
-    store.import_image(str(rootfs), tag="base")
+    store.images.import_rootfs(str(rootfs), tag="base")
     before = tree_snapshot(store.layout.root)
     bad = tmp_path / "bad.tar"
     bad.write_bytes(b"this is not a tar archive" * 100)
     with pytest.raises(OverlayctlError):
-        store.import_image(str(bad), tag="bad")
+        store.images.import_rootfs(str(bad), tag="bad")
     with pytest.raises(OverlayctlError):
-        store.create_layer(io.BytesIO(b""))
+        store.layers.create(io.BytesIO(b""))
     after = tree_snapshot(store.layout.root)
     assert {k: v for k, v in after.items() if not k.startswith("staging")} == {
         k: v for k, v in before.items() if not k.startswith("staging")
@@ -131,18 +131,18 @@ def test_failed_import_leaves_the_store_as_it_was(store, rootfs, tmp_path):
 
 
 def test_interrupted_work_is_swept(store, rootfs):
-    store.import_image(str(rootfs), tag="base")
+    store.images.import_rootfs(str(rootfs), tag="base")
     dead = f"{store.layout.staging}/99999999-deadbeef"
     os.makedirs(f"{dead}/diff/etc")
     os.symlink("../layers/0000/diff", f"{store.layout.links}/dangling00")
-    store.tag_image("base", "again")
+    store.images.tag("base", "again")
     assert not os.path.exists(dead)
     assert not os.path.lexists(f"{store.layout.links}/dangling00")
 
 
 def test_killed_import_leaves_nothing(store, rootfs, tmp_path):
     """SIGKILL in the middle of an import: the next command cleans up."""
-    store.import_image(str(rootfs), tag="base")
+    store.images.import_rootfs(str(rootfs), tag="base")
     before = set(tree_snapshot(store.layout.root))
     big = tmp_path / "big"
     big.mkdir()
@@ -162,10 +162,10 @@ def test_killed_import_leaves_nothing(store, rootfs, tmp_path):
         proc.kill()
     finally:
         proc.wait()
-    store.tag_image("base", "swept")  # any mutation sweeps
+    store.images.tag("base", "swept")  # any mutation sweeps
     assert os.listdir(store.layout.staging) == []
     assert_consistent(store)
-    if "big:latest" not in store.tags():  # killed before it published anything
+    if "big:latest" not in store.images.tags():  # killed before it published anything
         after = {k for k in tree_snapshot(store.layout.root) if not k.startswith("staging")}
         assert {k for k in after - before if ".tmp-" not in k} <= {"tags.json"}
 
@@ -180,7 +180,7 @@ def test_concurrent_creates_are_serialised(store, tmp_path):
     code = (
         "import sys; from overlayctl import LayerStore;"
         f"s = LayerStore({store.layout.root!r}, {store.layout.run_root!r});"
-        "print(s.import_image(sys.argv[1], tag='t' + sys.argv[2]).layers[0])"
+        "print(s.images.import_rootfs(sys.argv[1], tag='t' + sys.argv[2]).layers[0])"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", code, src, str(i)], stdout=subprocess.PIPE, text=True)
@@ -188,8 +188,8 @@ def test_concurrent_creates_are_serialised(store, tmp_path):
     ]
     outputs = {p.communicate()[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
-    assert len(outputs) == 1 and len(store.layers()) == 1
-    assert len(store.tags()) == 4
+    assert len(outputs) == 1 and len(store.layers.list()) == 1
+    assert len(store.images.tags()) == 4
 
 
 def test_store_on_overlay_is_refused(tmp_path):
@@ -210,7 +210,7 @@ def test_store_on_overlay_is_refused(tmp_path):
     try:
         store = LayerStore(root=str(tmp_path / "merged" / "store"), run_root=str(tmp_path / "run"))
         with pytest.raises(StoreError, match="on an overlay filesystem") as caught:
-            store.import_image(str(tmp_path / "lower"), tag="x")
+            store.images.import_rootfs(str(tmp_path / "lower"), tag="x")
         assert "choose another --root" in caught.value.format()
     finally:
         kmount.unmount(str(tmp_path / "merged"))
@@ -235,19 +235,19 @@ def test_hostile_import_leaves_store_and_host_alone(store, rootfs, tmp_path, nam
     from ..tarbuild import build_tar
     from .test_archive import HOSTILE
 
-    store.import_image(str(rootfs), tag="base")
+    store.images.import_rootfs(str(rootfs), tag="base")
     before = tree_snapshot(store.layout.root)
     canary = tmp_path / "canary"
     canary.write_text("canary\n")
     tar = tmp_path / "hostile.tar"
     tar.write_bytes(build_tar([("ok", "file", b"fine")] + HOSTILE[name](str(tmp_path))))
     with pytest.raises(UnsafeArchive):
-        store.import_image(str(tar), tag="evil")
+        store.images.import_rootfs(str(tar), tag="evil")
     assert canary.read_text() == "canary\n" and not (tmp_path / "escape").exists()
     after = tree_snapshot(store.layout.root)
     strip = lambda snap: {k: v for k, v in snap.items() if not k.startswith("staging")}  # noqa: E731
     assert strip(after) == strip(before) and os.listdir(store.layout.staging) == []
-    assert "evil:latest" not in store.tags()
+    assert "evil:latest" not in store.images.tags()
 
 
 @pytest.mark.parametrize("api", ["new", "classic"])
@@ -260,17 +260,17 @@ def test_store_root_with_comma_colon_backslash(tmp_path, rootfs, api):
 
     store = LayerStore(root=str(tmp_path / "odd,dir:with\\chars" / "root"), run_root=str(tmp_path / "run"))
     try:
-        store.import_image(str(rootfs), tag="base")
-        ctr = store.create_container("base", name="c")
-        store.mount("c", host=True, api=MountApi(api))
+        store.images.import_rootfs(str(rootfs), tag="base")
+        ctr = store.containers.create("base", name="c")
+        store.containers.mount("c", host=True, api=MountApi(api))
         merged = store.layout.merged(ctr.id)
         assert open(f"{merged}/etc/motd").read() == "welcome\n"
         open(f"{merged}/new", "w").write("x")
         assert os.path.exists(f"{store.layout.upper(ctr.id)}/new")
-        (report,) = [m for m in store.mounts() if m["target"] == merged]
-        assert report["upper"]["path"] == store.layout.upper(ctr.id)
-        assert report["work"]["store"] == {"kind": "work", "container": ctr.id, "name": "c"}
-        assert [e["store"]["kind"] for e in report["lowers"]] == ["init", "layer"]
+        (report,) = [m for m in store.mounts.list() if m.target == merged]
+        assert report.upper.path == store.layout.upper(ctr.id)
+        assert report.work.store == {"kind": "work", "container": ctr.id, "name": "c"}
+        assert [e.store["kind"] for e in report.lowers] == ["init", "layer"]
     finally:
         _cleanup_store(store)
 
@@ -278,13 +278,13 @@ def test_store_root_with_comma_colon_backslash(tmp_path, rootfs, api):
 def test_kernel_refusal_carries_the_kernels_text(store, rootfs):
     from overlayctl.errors import KernelError
 
-    store.import_image(str(rootfs), tag="base")
-    store.create_container("base", name="c", options=["userxattr", "metacopy=on"])
+    store.images.import_rootfs(str(rootfs), tag="base")
+    store.containers.create("base", name="c", options=["userxattr", "metacopy=on"])
     with pytest.raises(KernelError) as caught:
-        store.mount("c", host=True)
+        store.containers.mount("c", host=True)
     assert "refused" in caught.value.message and caught.value.errno
     assert "conflicting options" in caught.value.message  # the kernel log's own words
-    assert store.container("c").mounted is None
+    assert store.containers.get("c").mounted is None
 
 
 def test_not_root_is_a_clear_error(tmp_path):
@@ -309,8 +309,8 @@ def test_commit_past_the_layer_limit_is_refused(store, tmp_path):
     parent = None
     for i in range(499):
         (src / "f").write_text(str(i))
-        parent = store.create_layer(str(src), parent=parent).id
-    store.create_image(parent, tag="deep")
-    store.create_container("deep", name="c")  # 499 layers + init = 500 lowers
+        parent = store.layers.create(str(src), parent=parent).id
+    store.images.create(parent, tag="deep")
+    store.containers.create("deep", name="c")  # 499 layers + init = 500 lowers
     with pytest.raises(TooManyLayers, match="500 layers"):
-        store.commit("c")
+        store.containers.commit("c")

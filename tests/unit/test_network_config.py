@@ -32,7 +32,16 @@ def layout(tmp_path):
 
 @pytest.fixture
 def lock(layout):
-    return StoreLock(layout.lock, timeout=10)
+    """The store lock, held: the network functions change network.json only under it."""
+    lock = StoreLock(layout.lock, timeout=10)
+    with lock:
+        yield lock
+
+
+def test_changes_outside_the_lock_are_refused(tmp_path):
+    layout = StoreLayout(str(tmp_path), str(tmp_path / "run"))
+    with pytest.raises(AssertionError, match="outside the store lock"):
+        allocate_address(layout, StoreLock(layout.lock), CID[0])
 
 
 def test_defaults():
@@ -169,7 +178,11 @@ def _allocate_many(root: str, run_root: str, ids: list[str], start, results) -> 
     layout = StoreLayout(root, run_root)
     lock = StoreLock(layout.lock, timeout=30)
     start.wait(10)
-    results.put([(cid, allocate_address(layout, lock, cid)) for cid in ids])
+    got = []
+    for cid in ids:
+        with lock:
+            got.append((cid, allocate_address(layout, lock, cid)))
+    results.put(got)
 
 
 def test_concurrent_processes_get_distinct_addresses(layout):

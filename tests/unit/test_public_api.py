@@ -7,9 +7,46 @@ import overlayctl
 
 
 def test_exported_members():
-    assert overlayctl.__all__ == ["LayerStore", "MountPlan", "OverlayctlError"]
+    assert overlayctl.__all__ == [
+        "Change",
+        "CheckReport",
+        "ContainerRecord",
+        "ContainerState",
+        "Containers",
+        "DiskUsage",
+        "HistoryEntry",
+        "ImageRecord",
+        "ImageRemoval",
+        "ImageUsage",
+        "Images",
+        "LayerRecord",
+        "LayerStore",
+        "Layers",
+        "MountPlan",
+        "MountedDir",
+        "Mounts",
+        "NetworkInfo",
+        "OverlayMount",
+        "OverlayctlError",
+        "Problem",
+        "PruneReport",
+        "RunState",
+        "Runtime",
+        "System",
+    ]
     for name in overlayctl.__all__:
         assert getattr(overlayctl, name).__name__ == name
+
+
+def test_the_store_shows_its_parts():
+    """LayerStore is its parts, each a handful of verbs; no verb lives on the store itself."""
+    from overlayctl import LayerStore
+
+    verbs = [n for n in vars(LayerStore) if not n.startswith("_") and callable(getattr(LayerStore, n))]
+    assert verbs == []
+    for part in ("Layers", "Images", "Containers", "Runtime", "Mounts", "System"):
+        public = [n for n in vars(getattr(overlayctl, part)) if not n.startswith("_")]
+        assert 3 <= len(public) <= 14, (part, public)
 
 
 def test_cli_import_is_light():

@@ -18,8 +18,8 @@ directories it made on the host (``/run/docker``, ``/run/containerd``, the
 ``docker`` cgroups) when they were not there before.  What the caller made
 in the daemon (images, containers) is the caller's to remove.
 
-Used by ``bench/bench.py`` (which puts the repository root on sys.path) and
-by ``tests/docker``.
+Used by the bench (``python -m bench``, family ``run``) and by
+``tests/docker``; both import it from the repository root.
 """
 
 from __future__ import annotations

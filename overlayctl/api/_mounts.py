@@ -1,53 +1,90 @@
-"""Looking at mounts, plain union mounts, and what the kernel offers."""
+"""store.mounts: overlay mounts as the kernel shows them, and plain union mounts."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from ..errors import InvalidArgument, NotFound
 from ..plan.mountplan import MountPlan
 from ..plan.options import check_layer_count, merge_options, parse_feature_options
 from ..store import containers as ctrs
-from ._base import StoreBase
-
-if TYPE_CHECKING:
-    pass
+from ._containers import Containers
+from ._context import StoreContext
 
 
-class InspectAPI(StoreBase):
-    """Looking at mounts, plain union mounts, and what the kernel offers."""
+@dataclass(frozen=True, slots=True)
+class MountedDir:
+    """A directory of an overlay mount, and what it is in the store (None: not ours)."""
 
-    def mounts(self, *, pid: int | None = None, container: str | None = None) -> list[dict[str, Any]]:
-        """Overlay mounts of a mount namespace, each directory mapped to the store."""
+    path: str
+    store: dict[str, str] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "store": self.store}
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayMount:
+    """One overlay mount of a mount namespace, each directory mapped back to the store."""
+
+    mount_id: int
+    target: str
+    readonly: bool
+    lowers: tuple[MountedDir, ...]
+    upper: MountedDir | None
+    work: MountedDir | None
+    options: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mount_id": self.mount_id,
+            "target": self.target,
+            "readonly": self.readonly,
+            "lowers": [d.to_json() for d in self.lowers],
+            "upper": self.upper.to_json() if self.upper else None,
+            "work": self.work.to_json() if self.work else None,
+            "options": list(self.options),
+        }
+
+
+class Mounts:
+    """Overlay mounts as the kernel reports them, and union mounts of plain directories."""
+
+    def __init__(self, ctx: StoreContext, containers: Containers) -> None:
+        self._layout = ctx.layout
+        self._containers = containers
+
+    def list(self, *, pid: int | None = None, container: str | None = None) -> list[OverlayMount]:
+        """Overlay mounts of a mount namespace (ours, a process's or a container's)."""
         from ..plan.mountinfo import decode_overlay_options, overlay_mounts, parse_mountinfo
 
-        text = self._read_mountinfo(pid, container)
-        reports = []
-        for info in overlay_mounts(parse_mountinfo(text)):
+        mounts = []
+        for info in overlay_mounts(parse_mountinfo(self._read_mountinfo(pid, container))):
             decoded = decode_overlay_options(info)
-            reports.append(
-                {
-                    "mount_id": info.mount_id,
-                    "target": info.mount_point,
-                    "readonly": decoded.readonly,
-                    "lowers": [self._describe(p) for p in decoded.lowers],
-                    "upper": self._describe(decoded.upper) if decoded.upper else None,
-                    "work": self._describe(decoded.work) if decoded.work else None,
-                    "options": [k if v is None else f"{k}={v}" for k, v in decoded.options],
-                }
+            mounts.append(
+                OverlayMount(
+                    mount_id=info.mount_id,
+                    target=info.mount_point,
+                    readonly=decoded.readonly,
+                    lowers=tuple(self._describe(p) for p in decoded.lowers),
+                    upper=self._describe(decoded.upper) if decoded.upper else None,
+                    work=self._describe(decoded.work) if decoded.work else None,
+                    options=tuple(k if v is None else f"{k}={v}" for k, v in decoded.options),
+                )
             )
-        return reports
+        return mounts
 
-    def _describe(self, path: str) -> dict[str, Any]:
-        return {"path": path, "store": ctrs.describe_path(self.layout, path)}
+    def _describe(self, path: str) -> MountedDir:
+        return MountedDir(path, ctrs.describe_path(self._layout, path))
 
     def _read_mountinfo(self, pid: int | None, container: str | None) -> str:
         from ..kernel import ns
 
         if container is not None:
-            state = self.container(container)
+            state = self._containers.get(container)
             if state.mounted == "namespace":
                 return ns.run_in_namespace(state.pin, lambda: _read("/proc/self/mountinfo"))
             if state.mounted == "host":
@@ -62,7 +99,7 @@ class InspectAPI(StoreBase):
         except FileNotFoundError:
             raise NotFound(f"no such process: {pid}") from None
 
-    def mount_union(
+    def union(
         self, lowers: Sequence[str], target: str, *, upper: str | None = None, options: Iterable[str] = ()
     ) -> MountPlan:
         """Union-mount plain directories at target in the caller's namespace (first lower on top)."""
@@ -71,14 +108,15 @@ class InspectAPI(StoreBase):
         plan = self.union_plan(lowers, target, upper=upper, options=options)
         if plan.work is not None:
             os.makedirs(plan.work, exist_ok=True)
-        if len(plan.lowers) == 2 and plan.lowers[-1] == self.layout.empty:
-            os.makedirs(self.layout.empty, exist_ok=True)
+        if len(plan.lowers) == 2 and plan.lowers[-1] == self._layout.empty:
+            os.makedirs(self._layout.empty, exist_ok=True)
         kmount.apply(plan)
         return plan
 
     def union_plan(
         self, lowers: Sequence[str], target: str, *, upper: str | None = None, options: Iterable[str] = ()
     ) -> MountPlan:
+        """The plan ``union`` would carry out; mounts nothing."""
         if not lowers:
             raise InvalidArgument("give at least one --lower directory")
         paths = [os.path.abspath(p) for p in lowers]
@@ -91,7 +129,7 @@ class InspectAPI(StoreBase):
             work = union_workdir(upper)
         elif len(paths) == 1:
             # The kernel needs two lowers for a read-only union: add an empty one.
-            paths.append(self.layout.empty)
+            paths.append(self._layout.empty)
         check_layer_count(len(paths))
         return MountPlan(
             lowers=tuple(paths),
@@ -102,7 +140,7 @@ class InspectAPI(StoreBase):
         )
 
     def unmount_union(self, target: str) -> None:
-        """Unmount a union made by mount_union, and remove the work dir it made."""
+        """Unmount a union made by ``union``, and remove the work dir it made."""
         import shutil
 
         from ..kernel import mount as kmount
@@ -116,39 +154,6 @@ class InspectAPI(StoreBase):
         decoded = decode_overlay_options(mine[-1])
         if decoded.upper and decoded.work == union_workdir(decoded.upper):
             shutil.rmtree(decoded.work, ignore_errors=True)
-
-    def check(self, *, repair: bool = False) -> dict[str, list[dict[str, Any]]]:
-        """Problems of the store (records against directories); with repair, remove garbage."""
-        from ..store.check import check_store
-        from ..store.check import repair as repair_store
-
-        if not os.path.isdir(self.layout.root):
-            return {"problems": [], "removed": []}
-        with self.lock:
-            problems = check_store(self.layout)
-            removed = repair_store(self.layout, problems) if repair else []
-        left = [p for p in problems if p not in removed]
-        return {"problems": [p.to_json() for p in left], "removed": [p.to_json() for p in removed]}
-
-    def info(self) -> dict[str, Any]:
-        from ..kernel import probe
-        from ..kernel.mount import default_api
-        from ..plan.mountplan import MAX_LOWER_LAYERS
-
-        supported = probe.overlay_supported()
-        where = self.layout.root
-        while not os.path.exists(where):
-            where = os.path.dirname(where)
-        return {
-            "kernel": probe.kernel_release(),
-            "overlay": supported,
-            "module_parameters": probe.module_parameters() if supported else {},
-            "mount_api": default_api().value if supported else None,
-            "max_lower_layers": MAX_LOWER_LAYERS,
-            "root": self.layout.root,
-            "run_root": self.layout.run_root,
-            "backing": probe.probe_backing_fs(where).to_json(),
-        }
 
 
 def union_workdir(upper: str) -> str:

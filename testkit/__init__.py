@@ -1,0 +1,1 @@
+"""Helpers shared by the tests and the bench: a private Docker engine, a busybox root filesystem."""
