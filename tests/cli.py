@@ -1,13 +1,21 @@
-"""Running the overlayctl CLI as a real process in tests: the command line, as root or as nobody."""
+"""Running the overlayctl CLI in tests: in-process as a user sees it, or as a real process (as root or as nobody)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
+import warnings
+from collections.abc import Sequence
+
+import click
+from click.testing import CliRunner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+# Settings a user's shell could carry into a test run; each call below states its own.
+_ENV_UNSET = {"OVERLAYCTL_DEBUG": None, "OVERLAYCTL_ROOT": None, "OVERLAYCTL_RUN_ROOT": None}
 
 
 def overlayctl_cmd(root: str, run_root: str | None, *args: str) -> list[str]:
@@ -26,4 +34,54 @@ def store_cmd(store, *args: str) -> list[str]:
 def run_as_nobody(cmd: list[str]) -> subprocess.CompletedProcess:
     """Run cmd as the unprivileged user nobody, with no capabilities, finding this checkout."""
     env = {**os.environ, "PYTHONPATH": REPO}
-    return subprocess.run(NOBODY + cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(NOBODY + cmd, check=False, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+
+
+class _Main(click.Command):
+    """``overlayctl.cli.main`` as a click command, so CliRunner runs the real entry point.
+
+    main() is what turns our errors into one ``error:`` line and an exit code
+    (and shows warnings as one ``warning:`` line); invoking the ``cli`` group
+    directly would skip it and surface our errors as exceptions.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("overlayctl")
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra) -> None:
+        from overlayctl.cli import main
+
+        # A fresh process's warning filters: registries from an earlier call
+        # must not hide a warning, and main()'s showwarning hook is undone after.
+        with warnings.catch_warnings():
+            warnings.resetwarnings()
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            main(list(args or ()))
+
+
+def _runner() -> CliRunner:
+    # Separate stdout and stderr: click < 8.2 mixes them unless told not to.
+    if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters:
+        return CliRunner(mix_stderr=False, env=_ENV_UNSET)
+    return CliRunner(env=_ENV_UNSET)
+
+
+def run_cli(root: str, run_root: str | None, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """``overlayctl --root ROOT [--run-root RUN] ARGS`` in this process, through main().
+
+    The result has a process's shape (returncode, stdout, stderr) so a test
+    reads it the same way as a subprocess's.  An exception main() lets
+    through (a bug: a user would see a traceback) is raised, not captured.
+    """
+    argv = ["--root", root] + (["--run-root", run_root] if run_root is not None else []) + list(args)
+    where = (os.readlink("/proc/self/ns/mnt"), os.getcwd())
+    result = _runner().invoke(_Main(), argv, input=input, catch_exceptions=False)
+    # A verb that setns()ed or chdir()ed for good belongs in a subprocess: later calls would run elsewhere.
+    assert (os.readlink("/proc/self/ns/mnt"), os.getcwd()) == where, f"overlayctl {args} moved the test process"
+    return subprocess.CompletedProcess(["overlayctl", *argv], result.exit_code, result.stdout, result.stderr)
+
+
+def store_cli(store, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """``overlayctl ARGS`` against a test store, in this process (see run_cli)."""
+    return run_cli(store.layout.root, store.layout.run_root, *args, input=input)

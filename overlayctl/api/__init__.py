@@ -63,10 +63,23 @@ class LayerStore:
     (check, disk usage, prune).  References accept tags, names and unique
     ID prefixes everywhere.  ``lock_timeout`` bounds the wait for another
     process's change to the store.
+
+    ``backing_probe(root) -> BackingFs`` and ``mounted_below(path) -> [mount
+    points]`` replace the two questions the store asks the kernel (is this
+    filesystem fit for overlay layers; is anything mounted below a removed
+    directory), so that the store's rules can be tested without root.
     """
 
-    def __init__(self, root: str | None = None, run_root: str | None = None, *, lock_timeout: float = DEFAULT_TIMEOUT):
-        ctx = StoreContext(root, run_root, lock_timeout)
+    def __init__(
+        self,
+        root: str | None = None,
+        run_root: str | None = None,
+        *,
+        lock_timeout: float = DEFAULT_TIMEOUT,
+        backing_probe=None,
+        mounted_below=None,
+    ) -> None:
+        ctx = StoreContext(root, run_root, lock_timeout, backing_probe=backing_probe, mounted_below=mounted_below)
         self.layout = ctx.layout
         self.layers = Layers(ctx)
         self.images = Images(ctx, self.layers)

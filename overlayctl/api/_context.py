@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import InUse, StoreError
 from ..store import layers as lyrs
@@ -14,6 +15,9 @@ from ..store.lock import DEFAULT_TIMEOUT, StoreLock
 from ..store.records import dump_json, load_json
 from ..store.transaction import ROLLBACK, Transaction, empty_trash, sweep_trash, transaction
 
+if TYPE_CHECKING:
+    from ..kernel.probe import BackingFs
+
 #: The store's on-disk format.  2: journal.json and trash/, layer inode
 #: counts and content digests.  A format-1 store is migrated on first write.
 STORE_FORMAT = 2
@@ -22,10 +26,21 @@ STORE_FORMAT = 2
 class StoreContext:
     """The layout and lock of one store, and the one way to change it: ``transaction``."""
 
-    def __init__(self, root: str | None, run_root: str | None, lock_timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        root: str | None,
+        run_root: str | None,
+        lock_timeout: float = DEFAULT_TIMEOUT,
+        *,
+        backing_probe: Callable[[str], BackingFs] | None = None,
+        mounted_below: Callable[[str], list[str]] | None = None,
+    ) -> None:
         self.layout = StoreLayout.at(root, run_root)
         self.lock = StoreLock(self.layout.lock, timeout=lock_timeout)
         self.format = self._read_format()
+        self._backing_probe = backing_probe
+        if mounted_below is not None:
+            self.mounted_below = mounted_below
 
     def _read_format(self) -> int | None:
         try:
@@ -83,9 +98,10 @@ class StoreContext:
         if self.format is not None:
             return
         os.makedirs(layout.root, mode=0o711, exist_ok=True)
-        from ..kernel.probe import probe_backing_fs
-
-        backing = probe_backing_fs(layout.root)
+        probe = self._backing_probe
+        if probe is None:
+            from ..kernel.probe import probe_backing_fs as probe
+        backing = probe(layout.root)
         if not backing.usable:
             raise StoreError(
                 f"the store root {layout.root} cannot hold overlay layers: " + "; ".join(backing.problems),

@@ -132,7 +132,7 @@ class Images:
         """Store an image record (all its layers must be stored) and point tag at it."""
         imgs.save_image(txn, record)
         if tag:
-            txn.set_tags(imgs.read_tags(self._layout), {tag: record.id})
+            txn.set_tags(imgs.read_tags(self._layout), {parse_ref(tag): record.id})
         return record
 
     def tag(self, ref: str, new_tag: str) -> str:

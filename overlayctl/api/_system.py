@@ -145,6 +145,7 @@ class System:
         self._runtime.reap()
         with self._ctx.transaction("check --repair", on_crash=ROLLFORWARD) as txn:
             repair_store(txn, check_store(self._layout))
+        with self._ctx.lock.shared():
             left = check_store(self._layout, verify=verify) + self._dead_monitors()
         return CheckReport(left, [p for p in found if p not in left])
 

@@ -67,11 +67,17 @@ def check_store(layout: StoreLayout, *, verify: Callable[[LayerRecord], str] | N
     containers = _check_containers(layout, images, problems)
     _check_links(layout, problems)
     _check_network(layout, containers, problems)
-    for directory, what in ((layout.staging, "unfinished work left in staging"), (layout.trash, "undeleted trash")):
-        for name in filter(abandoned, _listdir(directory)):
-            problems.append(Problem(f"{directory}/{name}", what, REMOVE))
+    for name in filter(abandoned, _listdir(layout.staging)):
+        problems.append(Problem(f"{layout.staging}/{name}", "unfinished work left in staging", REMOVE))
+    for name in filter(_undeleted, _listdir(layout.trash)):
+        problems.append(Problem(f"{layout.trash}/{name}", "undeleted trash", REMOVE))
     _check_temporaries(layout, containers, problems)
     return problems
+
+
+def _undeleted(name: str) -> bool:
+    """A trash entry nobody is deleting: its process is gone, or it is ours (we are checking, not deleting)."""
+    return abandoned(name) or name.split("-", 1)[0] == str(os.getpid())
 
 
 def _listdir(path: str) -> list[str]:
@@ -226,7 +232,8 @@ def repair(txn: Transaction, problems: list[Problem]) -> list[Problem]:
         if problem.repair == RECOVER:
             recover(txn)
         elif problem.repair == REMOVE and os.path.lexists(problem.path):
-            txn.trash(problem.path)
+            if problem.path != txn.trash_dir:  # this repair's own trash is emptied after it
+                txn.trash(problem.path)
         elif problem.repair == RELINK:
             layers.restore_link(layout, layers.load_layer(layout, problem.subject))
         elif problem.repair == RELEASE:

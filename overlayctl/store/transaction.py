@@ -52,12 +52,14 @@ class Transaction:
         self.on_crash = on_crash
         self._paths: list[str] = []
         self._tags: dict[str, str | None] = {}
+        self._journaled = False
         self.trash_dir: str | None = None
 
     def _journal(self) -> None:
         entry = {"verb": self.verb, "on_crash": self.on_crash, "pid": os.getpid(), "paths": self._paths}
         entry["tags"] = self._tags
         write_atomic(self.layout.journal, dump_json(entry))
+        self._journaled = True
 
     def creating(self, *paths: str) -> None:
         """Journal new paths about to be created: rolling back removes them."""
@@ -93,10 +95,11 @@ class Transaction:
         write_tags(self, _applied(tags, changes))
 
     def close(self) -> None:
-        """The verb is done: drop the journal (its commit point)."""
-        with contextlib.suppress(FileNotFoundError):
+        """The verb is done: drop its journal (its commit point)."""
+        if self._journaled:
             os.unlink(self.layout.journal)
             fsync_dir(self.layout.root)
+            self._journaled = False
 
 
 def _applied(tags: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
@@ -124,10 +127,11 @@ def transaction(layout: StoreLayout, lock: StoreLock, verb: str, *, on_crash: st
         try:
             yield txn
         except BaseException:
-            recover(txn)
+            if txn._journaled:
+                txn._journaled = False
+                recover(txn)
             raise
-        finally:
-            txn.close()
+        txn.close()
 
 
 def pending(layout: StoreLayout) -> dict | None:

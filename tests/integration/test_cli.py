@@ -1,32 +1,54 @@
-"""The command line: exit codes, one-line errors, --json, the main verbs."""
+"""The command line: exit codes, one-line errors, --json, the main verbs.
+
+Each call runs in this process through the real entry point (overlayctl.cli.main,
+under click's CliRunner): the exit code, stdout and stderr are what a user sees.
+Only a verb that replaces the process (container enter execs) runs as a subprocess.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 
 import pytest
 
-from ..cli import store_cmd
+from ..cli import store_cli, store_cmd
 
 pytestmark = pytest.mark.root
 
 
+def _checked(args, result: subprocess.CompletedProcess, check: bool) -> subprocess.CompletedProcess:
+    if check:
+        if result.returncode != 0:
+            raise AssertionError(f"{args} failed ({result.returncode}): {result.stderr}")
+        assert result.stderr == "", f"{args} succeeded but wrote to stderr: {result.stderr}"
+    return result
+
+
 @pytest.fixture
 def cli(store):
-    """Run overlayctl as a subprocess against the test store."""
+    """Run overlayctl in this process against the test store, as main() would."""
 
     def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run(store_cmd(store, *args), capture_output=True, text=True, input=input)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{args} failed ({result.returncode}): {result.stderr}")
-        return result
+        return _checked(args, store_cli(store, *args, input=input), check)
 
     return run
 
 
-def test_image_and_container_lifecycle(cli, store, rootfs):
+@pytest.fixture
+def cli_process(store):
+    """Run overlayctl as a subprocess: for verbs that exec (container enter), which CliRunner cannot capture."""
+
+    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(store_cmd(store, *args), check=False, capture_output=True, text=True, input=input)
+        return _checked(args, result, check)
+
+    return run
+
+
+def test_image_and_container_lifecycle(cli, cli_process, rootfs):
     image_id = cli("image", "import", str(rootfs), "--tag", "base").stdout.strip()
     assert image_id.startswith("sha256:")
     images = json.loads(cli("image", "ls", "--json").stdout)
@@ -34,9 +56,9 @@ def test_image_and_container_lifecycle(cli, store, rootfs):
     assert cli("container", "create", "base", "--name", "web").stdout.strip() == "web"
     merged = cli("container", "mount", "web").stdout.strip()
     assert merged.endswith("/merged")
-    out = cli("container", "enter", "web", "--", "cat", "etc/motd").stdout
+    out = cli_process("container", "enter", "web", "--", "cat", "etc/motd").stdout
     assert out == "welcome\n"
-    cli("container", "enter", "web", "--", "sh", "-c", "echo hi > etc/motd && rm data/old.txt")
+    cli_process("container", "enter", "web", "--", "sh", "-c", "echo hi > etc/motd && rm data/old.txt")
     diff = cli("container", "diff", "web").stdout.splitlines()
     assert "C /etc/motd" in diff and "D /data/old.txt" in diff
     listed = json.loads(cli("container", "ls", "--json").stdout)
@@ -63,9 +85,9 @@ def test_layer_commands(cli, rootfs, tmp_path):
     inspect = json.loads(cli("layer", "inspect", layer_id[7:15], "--json").stdout)
     assert os.path.isdir(inspect["diff"]) and inspect["used_by"] == []
     out = tmp_path / "layer.tar"
-    cli("layer", "export", layer_id, "-o", str(out))
-    import hashlib
-
+    exported = cli("layer", "export", layer_id, "-o", str(out), check=False)
+    # With -o, stdout stays free: the digest of what was written goes to stderr.
+    assert exported.returncode == 0 and exported.stdout == "" and exported.stderr == layer_id + "\n"
     assert "sha256:" + hashlib.sha256(out.read_bytes()).hexdigest() == layer_id
     assert cli("layer", "rm", layer_id).stdout.strip() == layer_id
 
@@ -87,13 +109,21 @@ def test_errors_are_one_line(cli, rootfs, args, code, message):
     result = cli(*args, check=False)
     assert result.returncode == code
     assert message in result.stderr
-    if code == 1:
+    assert result.stdout == ""
+    if message.startswith("error: "):
+        # Our errors, whatever their exit code: exactly one line, no traceback.
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith(message) and result.stderr.endswith("\n")
+    else:
+        # A usage error is click's: the usage line, then the error.
+        assert result.stderr.startswith("Usage: overlayctl ") and "Traceback" not in result.stderr
 
 
 def test_debug_shows_the_traceback(cli):
     result = cli("--debug", "image", "inspect", "nope", check=False)
     assert result.returncode == 1 and "Traceback" in result.stderr
+    # The traceback comes first; the same one line as without --debug ends the output.
+    assert result.stderr.splitlines()[-1].startswith("error: no such image: nope")
 
 
 def test_info(cli):
@@ -125,7 +155,7 @@ def test_union_mount_commands(cli, tmp_path):
         (tmp_path / "target" / "c").write_text("new")
         assert (tmp_path / "rw" / "c").read_text() == "new"
         assert os.path.isdir(tmp_path / ".rw.overlayctl-work")
-        report = [m for m in json.loads(cli("mounts", "--json").stdout) if m["target"] == target][0]
+        [report] = [m for m in json.loads(cli("mounts", "--json").stdout) if m["target"] == target]
         assert [entry["path"] for entry in report["lowers"]] == [str(tmp_path / "top"), str(tmp_path / "bottom")]
         assert report["lowers"][0]["store"] is None
     finally:

@@ -61,17 +61,41 @@ def test_cli_import_is_light():
     assert out.splitlines()[-1] == ""
 
 
+def _command_paths(group, ctx=None, path=()):
+    """Every command under group, depth first, as its path of names: ("system", "df"), ..."""
+    import click
+
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, path + (name,)
+        yield path + (name,)
+        if isinstance(command, click.Group):
+            yield from _command_paths(command, ctx, path + (name,))
+
+
 def test_every_command_has_help_with_an_example():
+    """Each --help renders an example verbatim: the \\b marker worked (click dropped it, kept the lines)."""
     from click.testing import CliRunner
 
     from overlayctl.cli import _COMMANDS, cli
 
+    paths = list(_command_paths(cli))
+    assert [p[0] for p in paths if len(p) == 1] == list(_COMMANDS)
+    for sub in ("df", "prune"):
+        assert ("system", sub) in paths
     runner = CliRunner()
-    for name in _COMMANDS:
-        command = cli.get_command(None, name)
-        subs = list(command.commands) if hasattr(command, "commands") else [None]
-        for sub in subs:
-            args = [name] + ([sub] if sub else []) + ["--help"]
-            result = runner.invoke(cli, args)
-            assert result.exit_code == 0, args
-            assert "Example" in result.output, args
+    for path in [()] + paths:
+        args = list(path) + ["--help"]
+        result = runner.invoke(cli, args, prog_name="overlayctl")
+        assert result.exit_code == 0, args
+        out = result.output
+        assert out.startswith(" ".join(("Usage: overlayctl",) + path) + " "), (args, out)
+        # A raw docstring leaves "\\b" as text; a stray backspace would mean click missed it.
+        assert "\\b" not in out and "\b" not in out, (args, out)
+        lines = out.splitlines()
+        starts = [i for i, line in enumerate(lines) if line.strip() in ("Example:", "Examples:")]
+        assert starts, (args, out)
+        for i in starts:
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+            # Unwrapped: the example is on its own line, two spaces in from "Example:".
+            assert i + 1 < len(lines) and lines[i + 1].startswith(indent + "  overlayctl "), (args, out)
