@@ -19,6 +19,9 @@
         ├── OverlayUnsupported
         └── TooManyLayers
 
+Beside the tree, one warning: DamagedRecordWarning, when a listing skips a
+record it cannot read (the other objects keep working; ``check`` names it).
+
 The classes say what the caller should do next, not which module failed.
 Foreign errors are translated at one boundary each: an OSError by
 ``from_oserror`` below (the only errno-to-class mapping), tarfile errors in

@@ -309,6 +309,11 @@ class Containers:
 
     def discard(self, txn: Transaction, record: ContainerRecord) -> None:
         """Remove a stopped, unmounted container inside txn: pin file, address, directories."""
+        self.release(txn, record)
+        txn.remove(ctrs.removal_paths(self._layout, record))
+
+    def release(self, txn: Transaction, record: ContainerRecord) -> None:
+        """Give back what a stopped container holds outside its directory: its pin file and address."""
         from ..kernel import ns
 
         ns.remove_pin_file(self._layout.pin(record.id))
@@ -317,7 +322,6 @@ class Containers:
             from ..store.network import release_address
 
             release_address(self._layout, txn.lock, record.id)
-        ctrs.remove_container(txn, record)
 
 
 def _default_spec(image: ImageRecord) -> RunSpec:

@@ -12,6 +12,7 @@ from ..store import containers as ctrs
 from ..store import images as imgs
 from ..store import layers as lyrs
 from ..store.ids import short_id
+from ..store.layout import StoreLayout
 from ..store.records import ImageRecord, LayerRecord, parse_ref
 from ..store.transaction import ROLLFORWARD, Transaction
 from ._context import StoreContext
@@ -72,6 +73,15 @@ class Images:
     def size(self, image: ImageRecord) -> int:
         """Bytes of all the image's layers."""
         return sum(lyrs.load_layer(self._layout, layer).size for layer in image.layers)
+
+    def sizes(self) -> dict[str, int]:
+        """{image ID: bytes of all its layers}, from one read of each record.
+
+        A damaged layer record counts as 0 bytes (with a warning): sizes are
+        for display, and the other images' sizes stay right.
+        """
+        layer_size = {r.id: r.size for r in lyrs.list_layers(self._layout)}
+        return {i.id: sum(layer_size.get(x, 0) for x in i.layers) for i in self.list()}
 
     def import_rootfs(
         self,
@@ -166,19 +176,17 @@ class Images:
         """
         with self._ctx.transaction("image rm", on_crash=ROLLFORWARD) as txn:
             image_id = imgs.resolve_image(self._layout, ref)
-            tags = imgs.read_tags(self._layout)
-            own_tags = imgs.tags_of(tags, image_id)
+            own_tags = imgs.tags_of(imgs.read_tags(self._layout), image_id)
             normal = _maybe_ref(ref)
             if normal in own_tags and len(own_tags) > 1 and not force:
-                txn.set_tags(tags, {normal: None})
+                txn.remove([], untag=[normal])
                 return ImageRemoval(untagged=[normal])
             self._check_unused(image_id, ref, force)
             image = imgs.load_image(self._layout, image_id)
-            if own_tags:
-                txn.set_tags(tags, dict.fromkeys(own_tags))
-            imgs.remove_image(txn, image_id)
-            removed = remove_unused_layers(txn, image.layers)
-        return ImageRemoval(untagged=own_tags, deleted=[image_id], layers=removed)
+            layers = unused_layers(self._layout, image.layers, images_gone={image_id})
+            paths = [self._layout.image_json(image_id), *lyrs.removal_paths(self._layout, layers)]
+            txn.remove(paths, untag=own_tags)
+        return ImageRemoval(untagged=own_tags, deleted=[image_id], layers=[r.id for r in layers])
 
     def _check_unused(self, image_id: str, ref: str, force: bool) -> None:
         users = [c.name for c in ctrs.list_containers(self._layout) if c.image == image_id]
@@ -195,26 +203,32 @@ class Images:
             )
 
 
-def remove_unused_layers(txn: Transaction, candidates: list[str]) -> list[str]:
-    """Remove those of candidates (bottom to top) that no image, container or layer uses.
+def unused_layers(
+    layout: StoreLayout,
+    candidates: list[str],
+    *,
+    images_gone: set[str] = frozenset(),
+    containers_gone: set[str] = frozenset(),
+) -> list[LayerRecord]:
+    """Those of candidates (bottom to top) that nothing would use once the given images and containers are gone.
 
-    One read of each image, container and layer record: linear in the store's size.
+    Top first, so that a child goes before its parent.  One read of each
+    image, container and layer record: linear in the store's size.
     """
-    layout = txn.layout
-    used = {layer for image in imgs.list_images(layout) for layer in image.layers}
-    used |= {layer for c in ctrs.list_containers(layout) for layer in c.layers}
+    images = [i for i in imgs.list_images(layout) if i.id not in images_gone]
+    used = {layer for image in images for layer in image.layers}
+    used |= {layer for c in ctrs.list_containers(layout) if c.id not in containers_gone for layer in c.layers}
     records = {r.id: r for r in lyrs.list_layers(layout)}
     children = Counter(r.parent for r in records.values() if r.parent)
-    removed: list[LayerRecord] = []
+    unused: list[LayerRecord] = []
     for layer_id in reversed(candidates):
         record = records.get(layer_id)
         if record is None or layer_id in used or children[layer_id]:
             continue
-        removed.append(record)
+        unused.append(record)
         if record.parent:
             children[record.parent] -= 1
-    lyrs.remove_layers(txn, removed)
-    return [r.id for r in removed]
+    return unused
 
 
 def _maybe_ref(ref: str) -> str | None:

@@ -85,5 +85,5 @@ class Layers:
             users = self.users(layer_id)
             if users:
                 raise InUse(f"layer {short_id(layer_id)} is used by {', '.join(users[:3])}", hint="remove those first")
-            lyrs.remove_layers(txn, [lyrs.load_layer(self._layout, layer_id)])
+            txn.remove(lyrs.removal_paths(self._layout, [lyrs.load_layer(self._layout, layer_id)]))
         return layer_id

@@ -15,7 +15,7 @@ from ..store.state import read_state
 from ..store.transaction import ROLLFORWARD
 from ._containers import DEAD_MONITOR, Containers
 from ._context import STORE_FORMAT, StoreContext
-from ._images import remove_unused_layers
+from ._images import unused_layers
 from ._running import Runtime
 
 
@@ -195,12 +195,14 @@ class System:
         image no container uses), layers nothing uses, and what dead processes left.
         """
         from ..archive.generate import dir_usage
-        from ..store.atomic import sweep_staging
+        from ..store.atomic import abandoned
 
         if not os.path.isdir(self._layout.root):
             return PruneReport()
         self._runtime.reap()
         layout = self._layout
+        # The transaction sweeps these first: what dead processes left in staging and trash.
+        leftovers = [f"{d}/{n}" for d in (layout.staging, layout.trash) for n in _listdir(d) if abandoned(n)]
         freed = 0
         with self._ctx.transaction("system prune", on_crash=ROLLFORWARD) as txn:
             # Decide everything first: a damaged record fails the prune before it removes anything.
@@ -215,20 +217,16 @@ class System:
                 for i in images
                 if i.id not in in_use and (all_images or (not imgs.tags_of(tags, i.id) and i.id not in parents))
             ]
-            leftovers = sweep_staging(layout.staging)
+            gone_images = {i.id for i in doomed}
+            layers = unused_layers(layout, _parents_first(layout), images_gone=gone_images, containers_gone=gone_ids)
             for record in stopped:
                 freed += _usage(dir_usage, layout.upper(record.id))[0]
-                self._containers.discard(txn, record)
-            untag = {ref: None for i in doomed for ref in imgs.tags_of(tags, i.id)}
-            if untag:
-                txn.set_tags(tags, untag)
-            for image in doomed:
-                imgs.remove_image(txn, image.id)
-            sizes = {r.id: r.size for r in lyrs.list_layers(layout)}
-            layers = remove_unused_layers(txn, _parents_first(layout))
-            freed += sum(sizes[x] for x in layers)
-        gone = [r.name for r in stopped]
-        return PruneReport(gone, [i.id for i in doomed], layers, leftovers, freed)
+                self._containers.release(txn, record)
+            paths = [p for r in stopped for p in ctrs.removal_paths(layout, r)]
+            paths += [layout.image_json(i) for i in gone_images] + lyrs.removal_paths(layout, layers)
+            txn.remove(paths, untag=[ref for i in doomed for ref in imgs.tags_of(tags, i.id)])
+            freed += sum(r.size for r in layers)
+        return PruneReport([r.name for r in stopped], [i.id for i in doomed], [r.id for r in layers], leftovers, freed)
 
     def info(self) -> dict[str, Any]:
         """The kernel's overlay support and the store's filesystem."""
@@ -251,6 +249,13 @@ class System:
             "store_format": self._ctx.format or STORE_FORMAT,
             "backing": probe.probe_backing_fs(where).to_json(),
         }
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
 
 
 def _usage(measure, path: str) -> tuple[int, int]:

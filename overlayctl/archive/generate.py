@@ -62,6 +62,12 @@ def write_layer_tar(src: str, out: BinaryIO) -> str:
     root = os.open(src, _DIR)
     try:
         _Exporter(tar).export(root)
+    except BaseException:
+        # Drop the stream unflushed: flushing it later (tarfile's __del__)
+        # would write to an output the caller has closed, and print a traceback.
+        tar.fileobj.closed = True
+        tar.closed = True
+        raise
     finally:
         os.close(root)
     tar.close()  # writes the end-of-archive blocks

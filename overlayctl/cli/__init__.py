@@ -79,6 +79,17 @@ def cli(ctx: click.Context, root: str | None, run_root: str | None, lock_timeout
     ctx.obj = {"root": root, "run_root": run_root, "lock_timeout": lock_timeout, "debug": debug}
 
 
+def _wants_debug(args: list[str]) -> bool:
+    """Whether --debug is among the global options (a container's own --debug is not ours)."""
+    with_value = {"--root", "--run-root", "--lock-timeout"}
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        if args[i] == "--debug":
+            return True
+        i += 2 if args[i] in with_value else 1
+    return False
+
+
 def _show_warnings_as_one_line() -> None:
     """A warning (a damaged record a listing skipped) is one ``warning:`` line on stderr."""
     import warnings
@@ -92,7 +103,7 @@ def _show_warnings_as_one_line() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning our errors (and any OSError) into one line on stderr."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args or bool(os.environ.get("OVERLAYCTL_DEBUG"))
+    debug = _wants_debug(args) or bool(os.environ.get("OVERLAYCTL_DEBUG"))
     _show_warnings_as_one_line()
     try:
         cli.main(args=args, prog_name="overlayctl", standalone_mode=False)

@@ -63,13 +63,13 @@ def create(ctx, layer: str, tag: str | None, as_json: bool) -> None:
     print_json({"id": record.id, "tag": tag}) if as_json else click.echo(record.id)
 
 
-def _image_json(store, record, tags: dict[str, list[str]]) -> dict:
+def _image_json(record, tags: dict[str, list[str]], sizes: dict[str, int]) -> dict:
     return {
         "id": record.id,
         "tags": tags.get(record.id, []),
         "parent": record.parent,
         "created": record.created,
-        "size": store.images.size(record),
+        "size": sizes.get(record.id, 0),
         "layers": record.layers,
         "config": record.config,
     }
@@ -87,14 +87,14 @@ def ls(ctx, as_json: bool) -> None:
     """
     store = store_from(ctx)
     images = store.images.list()
-    tags = tags_by_image(store)
+    tags, sizes = tags_by_image(store), store.images.sizes()
     if as_json:
-        return print_json([{k: v for k, v in _image_json(store, i, tags).items() if k != "config"} for i in images])
+        return print_json([{k: v for k, v in _image_json(i, tags, sizes).items() if k != "config"} for i in images])
     rows = []
     for record in images:
         for tag in tags.get(record.id) or ["<none>"]:
             rows.append(
-                (tag, short(record.id), len(record.layers), human_size(store.images.size(record)), when(record.created))
+                (tag, short(record.id), len(record.layers), human_size(sizes.get(record.id, 0)), when(record.created))
             )
     print_table(["TAG", "IMAGE", "LAYERS", "SIZE", "CREATED"], rows)
 
@@ -111,7 +111,8 @@ def inspect(ctx, ref: str, as_json: bool) -> None:
       overlayctl image inspect busybox
     """
     store = store_from(ctx)
-    data = _image_json(store, store.images.get(ref), tags_by_image(store))
+    image = store.images.get(ref)
+    data = _image_json(image, tags_by_image(store), {image.id: store.images.size(image)})
     if as_json:
         return print_json(data)
     click.echo(f"id:       {data['id']}")

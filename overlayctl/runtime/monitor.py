@@ -189,7 +189,7 @@ def _remove(txn: Transaction, record: ContainerRecord) -> None:
 
         release_address(txn.layout, txn.lock, record.id)
     ns.remove_pin_file(txn.layout.pin(record.id))
-    ctrs.remove_container(txn, record)
+    txn.remove(ctrs.removal_paths(txn.layout, record))
 
 
 def stop(ctx: StoreContext, record: ContainerRecord, timeout: float = 10.0) -> bool:

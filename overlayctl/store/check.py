@@ -223,7 +223,7 @@ def _check_temporaries(layout: StoreLayout, containers: set[str], problems: list
 
 def repair(txn: Transaction, problems: list[Problem]) -> list[Problem]:
     """Fix the repairable problems (under the transaction's lock); the ones fixed."""
-    from . import images, layers, network
+    from . import layers, network
 
     layout = txn.layout
     fixed = []
@@ -244,5 +244,5 @@ def repair(txn: Transaction, problems: list[Problem]) -> list[Problem]:
             continue
         fixed.append(problem)
     if untag:
-        txn.set_tags(images.read_tags(layout), untag)
+        txn.remove([], untag=untag)
     return fixed

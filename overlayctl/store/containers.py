@@ -6,14 +6,14 @@ import contextlib
 import os
 from typing import TYPE_CHECKING
 
-from ..errors import AlreadyExists, InvalidArgument, NotFound, StoreError
+from ..errors import AlreadyExists, InvalidArgument, NotFound
 from ..plan.mountplan import MountPlan
 from ..plan.options import check_layer_count, merge_options
 from .atomic import discard, new_staging, publish, symlink_atomic, write_atomic
 from .ids import short_id, short_link
 from .layers import layer_link
 from .layout import StoreLayout
-from .records import ContainerRecord, ImageRecord, damaged, dump_json, load_json, now_rfc3339, skip_damaged
+from .records import ContainerRecord, ImageRecord, damaged, dump_json, load_each, load_json, now_rfc3339
 
 if TYPE_CHECKING:
     from .transaction import Transaction
@@ -51,14 +51,7 @@ def load_container(layout: StoreLayout, container_id: str) -> ContainerRecord:
 
 def list_containers(layout: StoreLayout) -> list[ContainerRecord]:
     """Every container, oldest first; one removed meanwhile is left out, a damaged one skipped with a warning."""
-    records = []
-    for container_id in container_ids(layout):
-        try:
-            records.append(load_container(layout, container_id))
-        except NotFound:
-            continue
-        except StoreError as exc:
-            skip_damaged(layout.container_json(container_id), exc)
+    records = load_each(container_ids(layout), lambda container_id: load_container(layout, container_id))
     return sorted(records, key=lambda r: (r.created, r.id))
 
 
@@ -202,10 +195,9 @@ def reset_work(txn: Transaction, record: ContainerRecord) -> None:
         txn.trash(incompat)
 
 
-def remove_container(txn: Transaction, record: ContainerRecord) -> None:
-    """Delete a container's directories, link and name (the caller unmounted it)."""
-    layout = txn.layout
-    txn.remove(layout.container_dir(record.id), layout.link(record.link), layout.name_link(record.name))
+def removal_paths(layout: StoreLayout, record: ContainerRecord) -> list[str]:
+    """What removing a container removes: its directory, its init layer's link, its name."""
+    return [layout.container_dir(record.id), layout.link(record.link), layout.name_link(record.name)]
 
 
 def describe_path(layout: StoreLayout, path: str, base: str | None = None) -> dict[str, str] | None:

@@ -9,7 +9,7 @@ from ..errors import InvalidArgument, NotFound, StoreError
 from .atomic import write_atomic
 from .ids import resolve_prefix
 from .layout import StoreLayout
-from .records import ImageRecord, damaged, dump_json, load_json, parse_ref, skip_damaged
+from .records import ImageRecord, damaged, dump_json, load_each, load_json, parse_ref
 
 if TYPE_CHECKING:
     from .transaction import Transaction
@@ -36,14 +36,7 @@ def load_image(layout: StoreLayout, image_id: str) -> ImageRecord:
 
 def list_images(layout: StoreLayout) -> list[ImageRecord]:
     """Every image, oldest first; one removed meanwhile is left out, a damaged one skipped with a warning."""
-    images = []
-    for image_id in image_ids(layout):
-        try:
-            images.append(load_image(layout, image_id))
-        except NotFound:
-            continue
-        except StoreError as exc:
-            skip_damaged(layout.image_json(image_id), exc)
+    images = load_each(image_ids(layout), lambda image_id: load_image(layout, image_id))
     return sorted(images, key=lambda r: (r.created, r.id))
 
 
@@ -64,10 +57,6 @@ def save_image(txn: Transaction, record: ImageRecord) -> bool:
     txn.creating(path)
     write_atomic(path, record.raw)
     return True
-
-
-def remove_image(txn: Transaction, image_id: str) -> None:
-    txn.remove(txn.layout.image_json(image_id))
 
 
 def read_tags(layout: StoreLayout, *, damaged_ok: bool = False) -> dict[str, str]:

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import InvalidArgument, NotFound, StoreError
+from ..errors import InvalidArgument, NotFound
 from .atomic import discard, new_staging, publish, symlink_atomic, write_atomic
 from .ids import chain_id, resolve_prefix, short_link
 from .layout import StoreLayout, hex_of
-from .records import LayerRecord, damaged, dump_json, load_json, now_rfc3339, skip_damaged
+from .records import LayerRecord, damaged, dump_json, load_each, load_json, now_rfc3339
 
 if TYPE_CHECKING:
     from .transaction import Transaction
@@ -38,14 +38,7 @@ def load_layer(layout: StoreLayout, layer_id: str) -> LayerRecord:
 
 def list_layers(layout: StoreLayout) -> list[LayerRecord]:
     """Every layer, oldest first; one removed meanwhile is left out, a damaged one skipped with a warning."""
-    records = []
-    for layer_id in layer_ids(layout):
-        try:
-            records.append(load_layer(layout, layer_id))
-        except NotFound:
-            continue
-        except StoreError as exc:
-            skip_damaged(layout.layer_json(layer_id), exc)
+    records = load_each(layer_ids(layout), lambda layer_id: load_layer(layout, layer_id))
     return sorted(records, key=lambda r: (r.created, r.id))
 
 
@@ -188,10 +181,9 @@ def content_digest(diff: str) -> str:
     return write_layer_tar(diff, _Discard())
 
 
-def remove_layers(txn: Transaction, records: list[LayerRecord]) -> None:
-    """Delete layers (the caller checked that nothing uses them): directories, then links."""
-    layout = txn.layout
-    txn.remove(*[layout.layer_dir(r.id) for r in records], *[layout.link(r.link) for r in records])
+def removal_paths(layout: StoreLayout, records: list[LayerRecord]) -> list[str]:
+    """What removing layers removes: their directories, then their short links."""
+    return [layout.layer_dir(r.id) for r in records] + [layout.link(r.link) for r in records]
 
 
 def restore_link(layout: StoreLayout, record: LayerRecord) -> None:

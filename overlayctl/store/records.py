@@ -6,11 +6,14 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import InvalidArgument, StoreError
 from .ids import chain_ids, sha256_digest
+
+T = TypeVar("T")
 
 _REF = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -61,13 +64,26 @@ def damaged(path: str, why: object) -> StoreError:
     return StoreError(f"damaged record {path}: {text}", hint="run 'overlayctl check'")
 
 
-def skip_damaged(path: str, error: StoreError) -> None:
-    """A listing goes on without a damaged record, and says so once on stderr."""
+def load_each(ids: Iterable[str], load: Callable[[str], T]) -> list[T]:
+    """``load`` of each ID, for a listing read without the lock.
+
+    An object removed since its directory was listed is left out; a damaged
+    one is skipped with a warning (``check`` names it), so one bad record
+    never stops a listing of the others.
+    """
     import warnings
 
-    from ..errors import DamagedRecordWarning
+    from ..errors import DamagedRecordWarning, NotFound
 
-    warnings.warn(error.message, DamagedRecordWarning, stacklevel=3)
+    records = []
+    for object_id in ids:
+        try:
+            records.append(load(object_id))
+        except NotFound:
+            continue
+        except StoreError as exc:
+            warnings.warn(exc.message, DamagedRecordWarning, stacklevel=3)
+    return records
 
 
 def dump_json(obj: Any) -> bytes:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..errors import InUse
 from .atomic import abandoned, discard, fsync_dir, new_staging, write_atomic
@@ -56,8 +56,13 @@ class Transaction:
         self.trash_dir: str | None = None
 
     def _journal(self) -> None:
-        entry = {"verb": self.verb, "on_crash": self.on_crash, "pid": os.getpid(), "paths": self._paths}
-        entry["tags"] = self._tags
+        entry = {
+            "verb": self.verb,
+            "on_crash": self.on_crash,
+            "pid": os.getpid(),
+            "paths": self._paths,
+            "tags": self._tags,
+        }
         write_atomic(self.layout.journal, dump_json(entry))
         self._journaled = True
 
@@ -68,11 +73,22 @@ class Transaction:
         self._paths.extend(os.path.relpath(p, self.layout.root) for p in paths)
         self._journal()
 
-    def remove(self, *paths: str) -> None:
-        """Journal paths, then make them disappear (see ``trash``)."""
+    def remove(self, paths: Sequence[str], *, untag: Iterable[str] = ()) -> None:
+        """Journal the whole removal, then do it: drop the tags, make the paths disappear.
+
+        One journal entry for the verb's whole plan, written before its first
+        change, so that recovery finishes all of it wherever a kill lands.
+        """
+        from .images import read_tags, write_tags
+
         assert self.on_crash == ROLLFORWARD
+        refs = list(untag)
+        tags = read_tags(self.layout) if refs else {}
         self._paths.extend(os.path.relpath(p, self.layout.root) for p in paths)
+        self._tags.update(dict.fromkeys(refs))
         self._journal()
+        if refs:
+            write_tags(self, _applied(tags, dict.fromkeys(refs)))
         for path in paths:
             self.trash(path)
 
@@ -83,16 +99,23 @@ class Transaction:
         move_to_trash(path, self.trash_dir)
 
     def set_tags(self, tags: dict[str, str], changes: dict[str, str | None]) -> None:
-        """Apply changes ({ref: image ID, or None to untag}) to tags and write tags.json."""
+        """Apply changes ({ref: image ID, or None to untag}) to tags and write tags.json.
+
+        Rolled back should the verb die: the journal keeps the old values.
+        """
         from .images import write_tags
 
-        for ref, value in changes.items():
-            if self.on_crash == ROLLBACK:
-                self._tags.setdefault(ref, tags.get(ref))
-            else:
-                self._tags[ref] = value
+        assert self.on_crash == ROLLBACK
+        for ref in changes:
+            self._tags.setdefault(ref, tags.get(ref))
         self._journal()
         write_tags(self, _applied(tags, changes))
+
+    def abort(self) -> None:
+        """The verb failed: undo (or finish) what its journal names, as recovery after a kill would."""
+        if self._journaled:
+            self._journaled = False
+            recover(self)
 
     def close(self) -> None:
         """The verb is done: drop its journal (its commit point)."""
@@ -127,9 +150,7 @@ def transaction(layout: StoreLayout, lock: StoreLock, verb: str, *, on_crash: st
         try:
             yield txn
         except BaseException:
-            if txn._journaled:
-                txn._journaled = False
-                recover(txn)
+            txn.abort()
             raise
         txn.close()
 

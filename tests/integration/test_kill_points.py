@@ -38,13 +38,14 @@ def _killed_at(store, syscall: str, step: int, *args: str) -> subprocess.Complet
     return subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
 
 
-def _check_then_repair(store) -> None:
-    """check; every problem must be repairable; after --repair, none is left."""
+def _check_then_repair(store) -> bool:
+    """check; every problem must be repairable; after --repair, none is left.  Whether repair was needed."""
     found = store.system.check().problems
     assert all(p.garbage for p in found), found
     if found:
         store.system.check(repair=True)
     assert store.system.check().problems == []
+    return bool(found)
 
 
 def _intact(store, images: dict[str, str]) -> None:
@@ -75,13 +76,13 @@ VERBS = {
 
 
 @pytest.mark.parametrize("verb", list(VERBS))
-def test_a_kill_at_any_step_leaves_a_store_that_check_makes_whole(rootfs, tmp_path, verb):
+def test_a_kill_at_any_step_leaves_a_store_that_check_makes_whole(rootfs, tmp_path, verb, capsys):
     rootfs2 = tmp_path / "rootfs2"
     shutil.copytree(rootfs, rootfs2, symlinks=True)
     (rootfs2 / "etc" / "new").write_text("another layer\n")
     args, made = VERBS[verb]
     args = tuple(a.format(rootfs=rootfs, rootfs2=rootfs2) for a in args)
-    kills = 0
+    kills = repaired = 0
     for syscall in SYSCALLS:
         for step in range(1, MAX_STEPS + 1):
             store = LayerStore(str(tmp_path / f"{syscall}-{step}"), str(tmp_path / "run"))
@@ -91,10 +92,12 @@ def test_a_kill_at_any_step_leaves_a_store_that_check_makes_whole(rootfs, tmp_pa
                 break
             assert result.returncode in (-9, 137), (syscall, step, result.returncode, result.stderr)
             kills += 1
-            _check_then_repair(store)
+            repaired += _check_then_repair(store)
             _intact(store, {t: i for t, i in before.items() if t not in args})
             if made:
                 _whole_or_absent(store, made)
+    with capsys.disabled():
+        print(f"\nkill points[{verb}]: killed at {kills} steps; {repaired} needed check --repair")
     assert kills >= 2, f"{verb}: strace killed it only {kills} times"
 
 

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import overlayctl
 
 
@@ -99,3 +101,21 @@ def test_every_command_has_help_with_an_example():
             indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
             # Unwrapped: the example is on its own line, two spaces in from "Example:".
             assert i + 1 < len(lines) and lines[i + 1].startswith(indent + "  overlayctl "), (args, out)
+
+
+@pytest.mark.parametrize(
+    ("args", "debug"),
+    [
+        (["--debug", "image", "ls"], True),
+        (["--root", "/s", "--debug", "ps"], True),
+        (["--root", "--debug", "ps"], False),  # "--debug" is the value of --root here
+        (["container", "enter", "web", "--", "grep", "--debug"], False),
+        (["run", "busybox", "--", "app", "--debug"], False),
+    ],
+    ids=["first", "after-root", "root-value", "enter-argument", "run-argument"],
+)
+def test_debug_is_a_global_option_only(args, debug):
+    """A container command's own --debug turned on overlayctl's tracebacks."""
+    from overlayctl.cli import _wants_debug
+
+    assert _wants_debug(args) is debug
