@@ -191,9 +191,7 @@ def test_workers_on_one_store(stress, busybox_rootfs, tmp_path, capsys):  # noqa
 
     shared = Shared()
     started = time.monotonic()
-    workers = [
-        Worker(n, cli, random.Random(f"{seed}-{n}"), sources, shared, started + SECONDS) for n in range(WORKERS)
-    ]
+    workers = [Worker(n, cli, random.Random(f"{seed}-{n}"), sources, shared, started + SECONDS) for n in range(WORKERS)]
     for w in workers:
         w.start()
     try:
