@@ -35,6 +35,8 @@ class Layers:
         publishing step takes it.  The same content on the same parent is
         stored once.
         """
+        if parent:
+            lyrs.resolve_layer(self._layout, parent)  # a bad parent fails before the long work
         staged = self.stage(source)
         try:
             with self._ctx.transaction("layer create") as txn:

@@ -67,19 +67,10 @@ def publish(staged: str, final: str) -> None:
 
 
 def discard(path: str) -> None:
-    """Remove a directory tree (staged or retired), ignoring what is already gone."""
+    """Remove a directory tree (staged, or in the trash), ignoring what is already gone."""
     shutil.rmtree(path, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
         os.unlink(path)
-
-
-def retire(path: str, staging_root: str) -> None:
-    """Make a directory disappear atomically (rename into staging), then delete it."""
-    if not os.path.lexists(path):
-        return
-    graveyard = new_staging(staging_root)
-    os.rename(path, f"{graveyard}/old")
-    discard(graveyard)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -10,7 +10,7 @@ saying how to finish the verb's work should the process die:
 * a verb that removes objects (``rm``) is *rolled forward*: the paths it
   meant to remove are removed and its tag changes applied.
 
-Either way recovery is the same two steps, "retire these paths, set these
+Either way recovery is the same two steps, "remove these paths, set these
 tags", so the journal is that list.  Only one transaction runs at a time
 (the lock), so there is one journal; the next transaction, or ``check
 --repair``, recovers it before doing anything else.

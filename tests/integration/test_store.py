@@ -314,3 +314,41 @@ def test_commit_past_the_layer_limit_is_refused(store, tmp_path):
     store.containers.create("deep", name="c")  # 499 layers + init = 500 lowers
     with pytest.raises(TooManyLayers, match="500 layers"):
         store.containers.commit("c")
+
+
+@pytest.mark.parametrize("where", ["host", "pinned"], ids=["host-namespace", "pinned-namespace"])
+def test_removal_never_deletes_below_a_mount(store, rootfs, where):
+    """rm renames into trash under the lock and deletes only what nothing is mounted below, in any namespace."""
+    from overlayctl.errors import InUse
+
+    store.images.import_rootfs(str(rootfs), tag="base")
+    other = store.containers.create("base", name="other")
+    victim = store.containers.create("base", name="victim")
+    target = f"{store.layout.upper(victim.id)}/mnt"
+    os.mkdir(target)
+    enter = []
+    if where == "pinned":
+        store.containers.mount("other")  # a mount namespace overlayctl pinned
+        enter = ["nsenter", f"--mount={store.layout.pin(other.id)}"]
+    subprocess.run([*enter, "mount", "-t", "tmpfs", "tmpfs", target], check=True)
+    subprocess.run([*enter, "sh", "-c", f"echo precious > {target}/data"], check=True)
+
+    def tmpfs_under(path: str) -> list[str]:
+        found = subprocess.run(
+            [*enter, "findmnt", "-rn", "-o", "TARGET", "-t", "tmpfs"], capture_output=True, text=True
+        )
+        return [t for t in found.stdout.split() if t.startswith(path + "/")]
+
+    try:
+        with pytest.raises(InUse, match="still mounted below it"):
+            store.containers.remove("victim")
+        (moved,) = tmpfs_under(store.layout.trash)  # the container went to the trash, its mount with it
+        out = subprocess.run([*enter, "cat", f"{moved}/data"], capture_output=True, text=True).stdout
+        assert out == "precious\n"
+        assert [p.message for p in store.system.check().problems] == ["undeleted trash"]
+    finally:
+        for point in tmpfs_under(store.layout.root):
+            subprocess.run([*enter, "umount", "-l", point], check=False)
+    assert store.system.check(repair=True).problems == []
+    assert os.listdir(store.layout.trash) == []
+    store.containers.unmount("other")
