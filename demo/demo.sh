@@ -232,7 +232,11 @@ oc ps -a
 oc rm hog
 
 # --- 9 ----------------------------------------------------------------------
-section "9. cleanup"
+section "9. trade images with Docker: image save into docker load, docker save into image load"
+"$PYTHON" "$repo/demo/docker_trade.py" "$OVERLAYCTL" "$ROOT" "$RUN" "$tmp" busybox:v2
+
+# --- 10 ---------------------------------------------------------------------
+section "10. cleanup"
 cd /
 oc container rm -f one two three
 oc image ls

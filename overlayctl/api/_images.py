@@ -17,6 +17,8 @@ from ..store.records import ImageRecord, LayerRecord, parse_ref
 from ..store.transaction import ROLLFORWARD, Transaction
 from ._context import StoreContext
 from ._layers import Layers
+from ._load import LoadReport, load_archive
+from ._save import SaveReport, save_archive
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,41 @@ class Images:
             ]
             record = ImageRecord.build([r.diff_id for r in chain], runtime=runtime, history=history)
             return self.publish(txn, record, tag=ref)
+
+    def load(
+        self,
+        source: str | BinaryIO,
+        *,
+        tag: str | None = None,
+        platform: str | None = None,
+    ) -> LoadReport:
+        """Load the images of an archive: ``docker save`` output, or an OCI image layout.
+
+        source is a path (a tar file, or a directory holding an OCI image
+        layout) or a binary stream (a pipe is spooled to staging).  Layers
+        may be plain, gzip or zstd tars.  From a multi-platform index the
+        host's platform is picked, or ``platform`` (``os/arch[/variant]``).
+        ``tag`` adds a tag (an archive of one image only).  Each image's ID
+        is its config digest, as Docker's; layers already stored are not
+        unpacked again.  Every blob is checked against its digest and size
+        and every layer against its diff_id as it is read, and everything
+        is published in one transaction: on any error the store is left as
+        it was.
+        """
+        return load_archive(self._ctx, self._layers, source, tag=tag, platform=platform)
+
+    def save(self, refs: list[str], out: BinaryIO | str, *, format: str = "docker-archive") -> SaveReport:
+        """Write images to out: a binary stream, or a directory for ``format="oci-dir"``.
+
+        ``docker-archive`` (the default) is Docker 25's form, an OCI image
+        layout with Docker's manifest.json and repositories beside it, which
+        ``docker load``, ``podman load`` and ``skopeo`` read; ``oci-archive``
+        and ``oci-dir`` are the OCI layout alone.  A layer loaded from a tar
+        is written as the same bytes; the same images give the same archive.
+        Takes no lock: records are read once, and each layer is checked
+        against its diff_id as it is written.
+        """
+        return save_archive(self._layout, self._layers, list(refs), out, format)
 
     def publish(self, txn: Transaction, record: ImageRecord, *, tag: str | None = None) -> ImageRecord:
         """Store an image record (all its layers must be stored) and point tag at it."""

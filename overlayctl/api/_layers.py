@@ -63,11 +63,16 @@ class Layers:
             return lyrs.stage_layer(self._layout, lyrs.from_tar(stream))
 
     def export(self, ref: str, out: BinaryIO) -> str:
-        """Write a layer as an OCI layer tar (overlay whiteouts back to .wh. files); its digest."""
-        from ..archive.generate import write_layer_tar
+        """Write a layer as an OCI layer tar; its digest.
 
+        A layer imported from a tar gives that tar again, byte for byte (its
+        digest is the layer's diff_id), regenerated from its tar-split and its
+        files; if they changed since the import, StoreError (the bytes already
+        written to ``out`` are then useless). A layer made from a directory or
+        a commit gives its canonical tar (overlay whiteouts back to .wh. files).
+        """
         layer_id = lyrs.resolve_layer(self._layout, ref)
-        return write_layer_tar(self._layout.diff(layer_id), out)
+        return lyrs.export_layer(self._layout, layer_id, out)
 
     def users(self, layer_id: str) -> list[str]:
         """What keeps a layer: images whose stack holds it, and child layers."""

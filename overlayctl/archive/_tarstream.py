@@ -11,6 +11,9 @@ stream mode. What it gets wrong on this version is guarded here:
   records ourselves, in linear time;
 - a streaming gzip read never checks the CRC trailer: we read the stream to EOF,
   which makes ``gzip`` check it, and turn a short or corrupt stream into an error.
+
+Every uncompressed byte goes through ``HashingReader`` once, in order: the
+diff_id is its sha256, and a ``Splitter`` (tar-split recording) sees the same bytes.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ import decimal
 import gzip
 import hashlib
 import shutil
+import sys
 import tarfile
 import zlib
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
 from overlayctl.errors import ArchiveError
+
+if TYPE_CHECKING:
+    from overlayctl.archive._splitter import Parts, Splitter
 
 BLOCKSIZE = tarfile.BLOCKSIZE
 _CHUNK = 1 << 20
@@ -69,6 +76,7 @@ class HashingReader:
         self._digest = hashlib.sha256()
         self.position = 0  # bytes read so far
         self.data_end = 0  # offset just after the last non-zero byte
+        self.observer: Callable[[bytes], None] | None = None  # sees every byte hashed, in order
 
     def read(self, size: int = -1) -> bytes:
         try:
@@ -77,6 +85,8 @@ class HashingReader:
             raise ArchiveError(f"corrupt {self._what} at uncompressed byte {self.position}: {exc}") from exc
         if chunk:
             self._digest.update(chunk)
+            if self.observer is not None:
+                self.observer(chunk)
             used = len(chunk.rstrip(b"\0"))
             if used:
                 self.data_end = self.position + used
@@ -89,6 +99,9 @@ class HashingReader:
 
     def diff_id(self) -> str:
         return "sha256:" + self._digest.hexdigest()
+
+    def digest(self) -> bytes:
+        return self._digest.digest()
 
 
 def _read_head(source: BinaryIO, size: int) -> bytes:
@@ -227,10 +240,17 @@ class CheckedInfo(tarfile.TarInfo):
 
 
 class TarReader:
-    """The members of a layer stream, then a check that the archive really ended."""
+    """The members of a layer stream, then a check that the archive really ended.
 
-    def __init__(self, source: BinaryIO) -> None:
+    With a ``splitter``, every byte read is also given to it, and it is told
+    where each member ends and where the content copied by ``copy_data`` is.
+    """
+
+    def __init__(self, source: BinaryIO, splitter: Splitter | None = None) -> None:
         self.stream = open_stream(source)
+        self._splitter = splitter
+        if splitter is not None:
+            self.stream.observer = splitter.feed  # before tarfile reads the first header
         try:
             self._tar = tarfile.open(
                 fileobj=self.stream,
@@ -252,11 +272,16 @@ class TarReader:
                 return
             self._tar.members.clear()  # stream mode would keep every member
             yield member
+            if self._splitter is not None:
+                # The member was handled: the next one's content starts after its header.
+                self._splitter.settle(self._tar.offset)
 
-    def copy_data(self, member: tarfile.TarInfo, out: BinaryIO) -> None:
-        """Copy a regular member's data to ``out`` in chunks."""
+    def copy_data(self, member: tarfile.TarInfo, out: BinaryIO, parts: Parts = ()) -> None:
+        """Copy a regular member's data to ``out``, the file ``parts`` of the layer, in chunks."""
         data = self._tar.extractfile(member)
         assert data is not None, member.type
+        if self._splitter is not None:
+            self._splitter.add_file(member.offset_data, member.size, parts)
         try:
             shutil.copyfileobj(data, out, _CHUNK)
         except tarfile.TarError as exc:
@@ -264,6 +289,8 @@ class TarReader:
 
     def finish(self) -> str:
         """Read to EOF, check the end-of-archive marker, and return the diff_id."""
+        if self._splitter is not None:
+            self._splitter.settle(sys.maxsize)  # the rest is trailer and padding: raw
         self.stream.drain()
         end = self._tar.offset
         stop = getattr(self._tar, "overlayctl_stop", None)

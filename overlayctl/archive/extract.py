@@ -3,7 +3,8 @@
 Every path is resolved one component at a time from an fd of the layer
 directory, with ``O_NOFOLLOW``: a symlink in the archive is created verbatim
 and is never followed, not even as the last component. Whiteouts and opaque
-markers become what overlayfs itself writes (see ``whiteout``).
+markers become what overlayfs itself writes (see ``whiteout``). Optionally,
+the same pass records the tar's tar-split (see ``tarsplit`` and ``_splitter``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from overlayctl.archive import whiteout as wh
+from overlayctl.archive._splitter import Splitter
 from overlayctl.archive._tarstream import TarReader
 from overlayctl.archive.generate import dir_usage
 from overlayctl.errors import ArchiveError, UnsafeArchive
@@ -50,9 +52,11 @@ class ExtractResult:
     size: int  # bytes of regular-file content in dest, hardlinked files counted once
     entries: int  # tar entries read, whiteouts and opaque markers included
     inodes: int = 0  # inodes in dest, its root included, hardlinked files counted once
+    tar_split: bool = False  # whether the tar-split file was written
+    tar_split_skipped: str = ""  # if asked for and not written: why
 
 
-def extract_layer(source: BinaryIO, dest: str) -> ExtractResult:
+def extract_layer(source: BinaryIO, dest: str, *, tar_split: str | None = None) -> ExtractResult:
     """Extract the layer tar (plain or gzip) read from ``source`` into ``dest``.
 
     ``source`` is read once, front to back, to EOF (a pipe is fine). ``dest``
@@ -60,23 +64,37 @@ def extract_layer(source: BinaryIO, dest: str) -> ExtractResult:
     UnsafeArchive for entries that would escape ``dest`` or forge overlay
     metadata, ArchiveError for anything unreadable or unsupported. On error,
     whatever was extracted so far stays in ``dest``: the caller deletes it.
+
+    With ``tar_split`` (a path that must not exist yet, outside ``dest``), the
+    same pass records there what regenerates the tar's exact bytes from the
+    files of ``dest`` (see ``tarsplit``); on error it is removed. A tar whose
+    later entries replace a file it already wrote gets none
+    (``tar_split_skipped`` says why).
     """
     if os.listdir(dest):
         raise ValueError(f"extract_layer needs an empty directory: {dest}")
-    reader = TarReader(source)
-    entries = 0
-    with _Layer(dest) as layer:
-        for member in reader:
-            entries += 1
-            try:
-                layer.add(member, reader)
-            except (OSError, ValueError, OverflowError) as exc:
-                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                raise ArchiveError(f"cannot extract entry {member.name!r}: {why}") from exc
-        diff_id = reader.finish()
-        layer.finish_dirs()
+    splitter = Splitter(tar_split) if tar_split is not None else None
+    try:
+        reader = TarReader(source, splitter)
+        entries = 0
+        with _Layer(dest, splitter) as layer:
+            for member in reader:
+                entries += 1
+                try:
+                    layer.add(member, reader)
+                except (OSError, ValueError, OverflowError) as exc:
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                    raise ArchiveError(f"cannot extract entry {member.name!r}: {why}") from exc
+            diff_id = reader.finish()
+            layer.finish_dirs()
+        kept = splitter is not None and splitter.finish(reader.stream.position, reader.stream.digest())
+    except BaseException:
+        if splitter is not None:
+            splitter.discard()
+        raise
     size, inodes = dir_usage(dest)
-    return ExtractResult(diff_id=diff_id, size=size, entries=entries, inodes=inodes)
+    skipped = splitter.skipped if splitter is not None else ""
+    return ExtractResult(diff_id, size, entries, inodes, tar_split=kept, tar_split_skipped=skipped)
 
 
 def split_name(name: str, what: str = "entry") -> Parts:
@@ -131,8 +149,9 @@ def _attrs(member: tarfile.TarInfo) -> _Attrs:
 class _Layer:
     """The layer directory being filled, with every path confined to it."""
 
-    def __init__(self, dest: str) -> None:
+    def __init__(self, dest: str, splitter: Splitter | None = None) -> None:
         self._root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._splitter = splitter  # told before a file it may refer to is removed
         self._dirs: dict[Parts, tuple[int, int]] = {}  # mode and mtime, applied last
         self._whiteouts: set[Parts] = set()
 
@@ -196,6 +215,8 @@ class _Layer:
             st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
             return
+        if self._splitter is not None and not (keep_dir and stat.S_ISDIR(st.st_mode)):
+            self._splitter.removed(parts, stat.S_ISDIR(st.st_mode))
         if stat.S_ISDIR(st.st_mode):
             if keep_dir:
                 return
@@ -265,7 +286,7 @@ class _Layer:
         elif member.type in _REGULAR:
             fd = os.open(base, _NEW_FILE, 0o600, dir_fd=pfd)
             with open(fd, "wb") as out:
-                reader.copy_data(member, out)
+                reader.copy_data(member, out, parts)
         elif member.issym():
             os.symlink(member.linkname, base, dir_fd=pfd)
         elif member.type in _NODES:

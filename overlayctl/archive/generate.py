@@ -29,7 +29,7 @@ _NODES = {
 }
 
 
-class _HashingWriter:
+class HashingWriter:
     """Passes bytes to ``out`` and hashes exactly what was written."""
 
     def __init__(self, out: BinaryIO) -> None:
@@ -57,7 +57,7 @@ def write_layer_tar(src: str, out: BinaryIO) -> str:
     metacopy xattrs) or a file that changes while it is read; the bytes already
     written to ``out`` are then useless. ``src`` must not change meanwhile.
     """
-    sink = _HashingWriter(out)
+    sink = HashingWriter(out)
     tar = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
     root = os.open(src, _DIR)
     try:

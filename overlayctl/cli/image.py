@@ -233,3 +233,105 @@ def rm(ctx, refs: tuple[str, ...], force: bool) -> None:
             click.echo(f"Deleted: {i}")
         for layer_id in result.layers:
             click.echo(f"Deleted layer: {layer_id}")
+
+
+@image.command("load")
+@click.option(
+    "-i", "--input", "source", default="-", show_default=True, help="A tar, an OCI layout directory, or '-' (stdin)."
+)
+@click.option("-t", "--tag", help="Also tag the image NAME[:TAG] (an archive of one image).")
+@click.option("--platform", help="OS/ARCH[/VARIANT] to pick from a multi-platform index [default: the host's].")
+@json_option
+@click.pass_context
+def load(ctx, source: str, tag: str | None, platform: str | None, as_json: bool) -> None:
+    """Load images from a 'docker save' archive or an OCI image layout.
+
+    Layers may be plain, gzip or zstd; every blob and layer is checked
+    against its digest, and the image ID is the config digest, as Docker's.
+
+    \b
+    Example:
+      overlayctl image load -i busybox-oci/ --platform linux/arm64 --tag busybox:arm
+      docker save busybox | overlayctl image load
+    """
+    import sys
+
+    from ..errors import InvalidArgument
+
+    if source == "-" and sys.stdin.isatty():
+        raise InvalidArgument("no archive on stdin", hint="give -i PATH, or pipe an archive in")
+    archive = sys.stdin.buffer if source == "-" else source
+    report = store_from(ctx).images.load(archive, tag=tag, platform=platform)
+    if as_json:
+        return print_json(report.to_json())
+    for loaded in report.images:
+        for ref, old in loaded.moved.items():
+            click.echo(f"Moved tag: {ref} (was {short(old)})")
+        for ref in loaded.tags:
+            click.echo(f"Loaded image: {ref}")
+        if not loaded.tags:
+            click.echo(f"Loaded image ID: {loaded.id}")
+    click.echo(
+        f"Layers: {report.layers_written} written ({human_size(report.bytes_written)}), {report.layers_reused} reused"
+    )
+
+
+@image.command("save")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="A file, '-' (stdout), or a new directory with --format oci-dir.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["docker-archive", "oci-archive", "oci-dir"]),
+    default="docker-archive",
+    show_default=True,
+    help="docker-archive: Docker 25's form, read by docker, podman and skopeo alike.",
+)
+@json_option
+@click.pass_context
+def save(ctx, refs: tuple[str, ...], output: str, fmt: str, as_json: bool) -> None:
+    """Save images to an archive that 'docker load', 'podman load' and skopeo take.
+
+    Tags named on the command line are written; an image named by ID is
+    saved untagged.  A layer loaded from a tar is saved as the same bytes,
+    and the same images give the same archive.
+
+    \b
+    Example:
+      overlayctl image save busybox:v2 -o busybox.tar && docker load -i busybox.tar
+      overlayctl image save busybox --format oci-dir -o busybox-oci/
+    """
+    import sys
+
+    from ..errors import InvalidArgument
+
+    store = store_from(ctx)
+    if fmt == "oci-dir":
+        report = store.images.save(list(refs), output, format=fmt)
+    elif output == "-":
+        if sys.stdout.isatty():
+            raise InvalidArgument("refusing to write an archive to a terminal", hint="give -o FILE or redirect stdout")
+        report = store.images.save(list(refs), sys.stdout.buffer, format=fmt)
+    else:
+        report = _save_to_file(store, list(refs), output, fmt)
+    summary = f"Saved {len(report.images)} image(s), {report.layers} layer(s), {human_size(report.bytes)}"
+    if as_json:
+        print_json(report.to_json()) if output != "-" else click.echo(summary, err=True)
+    else:
+        click.echo(summary, err=output == "-")
+
+
+def _save_to_file(store, refs: list[str], output: str, fmt: str):
+    """Write to output through a temporary name, so a failed save leaves no half archive."""
+    import os
+
+    partial = f"{output}.partial-{os.getpid()}"
+    try:
+        with open(partial, "wb") as f:
+            report = store.images.save(refs, f, format=fmt)
+        os.rename(partial, output)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
+    return report

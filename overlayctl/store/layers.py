@@ -1,4 +1,11 @@
-"""Layers on disk: create from a tar stream or a directory, list, export, remove."""
+"""Layers on disk: create from a tar stream or a directory, list, export, remove.
+
+A layer made from a tar keeps its tar-split (``layout.tar_split``, format in
+``archive.tarsplit``), written in staging by the same pass that extracts and
+hashes the tar, and published with the layer in one rename: export then
+writes that tar again, byte for byte. A layer made from a directory or an
+upper has none and exports its canonical tar, which is its diff_id's tar.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import InvalidArgument, NotFound
+from ..errors import ArchiveError, InvalidArgument, NotFound, StoreError
 from .atomic import discard, new_staging, publish, symlink_atomic, write_atomic
-from .ids import chain_id, resolve_prefix, short_link
-from .layout import StoreLayout, hex_of
+from .ids import chain_id, resolve_prefix, short_id, short_link
+from .layout import TAR_SPLIT, StoreLayout, hex_of
 from .records import LayerRecord, damaged, dump_json, load_each, load_json, now_rfc3339
 
 if TYPE_CHECKING:
@@ -106,6 +113,7 @@ def publish_layer(
         raise NotFound(f"no such parent layer: {parent}")
     layer_id = chain_id(parent, staged.diff_id)
     if os.path.isdir(layout.layer_dir(layer_id)):
+        _adopt_tar_split(layout, layer_id, staged)
         staged.discard()
         return load_layer(layout, layer_id), False
     record = LayerRecord(
@@ -130,13 +138,24 @@ def publish_layer(
     return record, True
 
 
+def _adopt_tar_split(layout: StoreLayout, layer_id: str, staged: StagedLayer) -> None:
+    """Give a stored layer without a tar-split (from an older store) the staged one.
+
+    The same chain ID means the same tar, extracted the same way. One rename
+    under the lock: the layer has it or not, both of which are whole.
+    """
+    staged_split = f"{staged.path}/{TAR_SPLIT}"
+    if os.path.exists(staged_split) and not os.path.exists(layout.tar_split(layer_id)):
+        os.rename(staged_split, layout.tar_split(layer_id))
+
+
 def from_tar(source: BinaryIO) -> Fill:
-    """A fill function that extracts a (possibly gzipped) tar stream."""
+    """A fill function that extracts a (possibly gzipped) tar stream and records its tar-split."""
 
     def fill(diff: str) -> LayerFiles:
         from ..archive.extract import extract_layer
 
-        result = extract_layer(source, diff)
+        result = extract_layer(source, diff, tar_split=f"{os.path.dirname(diff)}/{TAR_SPLIT}")
         return LayerFiles(result.diff_id, result.size, result.inodes, content_digest(diff))
 
     return fill
@@ -168,6 +187,38 @@ def from_directory(src: str) -> Fill:
         return LayerFiles(diff_id, result.size, result.inodes, diff_id)
 
     return fill
+
+
+def export_layer(layout: StoreLayout, layer_id: str, out: BinaryIO) -> str:
+    """Write a layer as a tar to ``out``; return its digest.
+
+    A layer with a tar-split gives the tar it was imported from, byte for
+    byte, and the digest is its diff_id; a StoreError says when its files
+    changed since (checked before anything is written, except a change of
+    content that keeps the size: found by the digest at the end, when the
+    bytes already written to ``out`` are useless) or its tar-split is
+    damaged. Other layers give their canonical tar.
+    """
+    from ..archive.generate import write_layer_tar
+
+    tar_split = layout.tar_split(layer_id)
+    if not os.path.exists(tar_split):
+        return write_layer_tar(layout.diff(layer_id), out)
+    from ..archive.regenerate import FilesChanged, write_original_tar
+
+    record = load_layer(layout, layer_id)
+    try:
+        return write_original_tar(layout.diff(layer_id), tar_split, out, record.diff_id)
+    except FilesChanged as exc:
+        raise StoreError(
+            f"layer {short_id(layer_id)}'s files changed since import: {exc.message}",
+            hint=f"its original tar cannot be regenerated; remove {tar_split} to export its canonical tar",
+        ) from None
+    except ArchiveError as exc:
+        raise StoreError(
+            f"layer {short_id(layer_id)}'s tar-split is damaged: {exc.message}",
+            hint=f"remove {tar_split} to export the layer's canonical tar instead",
+        ) from None
 
 
 def content_digest(diff: str) -> str:

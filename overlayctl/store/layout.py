@@ -4,6 +4,7 @@
 
     <root>/layers/<chain-hex>/diff/        the layer's files, overlay form
     <root>/layers/<chain-hex>/layer.json   parent, diff_id, size, created, comment, link
+    <root>/layers/<chain-hex>/tar-split.gz what regenerates the original tar (layers from a tar)
     <root>/l/<short> -> ../layers/<chain-hex>/diff   (or ../containers/<id>/init)
     <root>/images/<image-hex>.json         image config (its sha256 is the image ID)
     <root>/tags.json                       {"name:tag": "sha256:..."}
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 
 DEFAULT_ROOT = "/var/lib/overlayctl"
 DEFAULT_RUN_ROOT = "/run/overlayctl"
+TAR_SPLIT = "tar-split.gz"  # in a layer's directory, next to diff/
 
 
 def hex_of(digest: str) -> str:
@@ -66,6 +68,10 @@ class StoreLayout:
 
     def layer_json(self, layer_id: str) -> str:
         return f"{self.root}/layers/{hex_of(layer_id)}/layer.json"
+
+    def tar_split(self, layer_id: str) -> str:
+        """What regenerates the tar a layer was imported from (archive.tarsplit); absent otherwise."""
+        return f"{self.root}/layers/{hex_of(layer_id)}/{TAR_SPLIT}"
 
     @property
     def links(self) -> str:
