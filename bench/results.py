@@ -17,6 +17,10 @@ from .harness import fmt_time, median
 Row = dict[str, Any]
 
 
+def fmt_size(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
 def header(title: str) -> None:
     """A family's title and the table's column heads."""
     print(f"\n{title}", flush=True)
@@ -75,6 +79,41 @@ class Results:
         )
         return row
 
+    def add_size(
+        self,
+        group: str,
+        name: str,
+        kib: int,
+        *,
+        n: int | None = None,
+        goal: str | None = None,
+        met: bool | None = None,
+        note: str = "",
+    ) -> Row:
+        """Record a row of disk space (KiB, in the median column) and print it."""
+        row: Row = {
+            "group": group,
+            "name": name,
+            "n": n,
+            "lowers": None,
+            "reps": 1,
+            "median_s": None,
+            "min_s": None,
+            "size_kib": kib,
+            "floor_n": None,
+            "ratio_to_floor": None,
+            "goal": goal,
+            "goal_met": met,
+            "note": note,
+        }
+        self.rows.append(row)
+        mark = "" if met is None else ("  ok" if met else "  MISSED")
+        print(
+            f"  {name:38} {'' if n is None else n:>4} {fmt_size(kib):>10} {'':>10} {'-':>8}  {goal or ''}{mark}",
+            flush=True,
+        )
+        return row
+
     def print_summary(self) -> None:
         """Every goal's row: its median, its ratio, met or missed."""
         goals = [row for row in self.rows if row["goal"]]
@@ -88,8 +127,11 @@ class Results:
                 ratio = f" ({row['ratio_side_by_side']:.2f}x the raw mount side by side)"
             if row.get("ratio_to_docker"):
                 ratio = f" ({row['ratio_to_docker']:.2f}x docker run)"
+            if row.get("ratio_note"):
+                ratio = f" ({row['ratio_note']})"
             where = f"N={row['n']}" if row["n"] is not None else "-"
-            print(f"  {row['name']} ({where}): {fmt_time(row['median_s'])}{ratio}, goal {row['goal']}: {state}")
+            value = fmt_size(row["size_kib"]) if row.get("size_kib") is not None else fmt_time(row["median_s"])
+            print(f"  {row['name']} ({where}): {value}{ratio}, goal {row['goal']}: {state}")
 
     def to_json(self, families: list[str], reps: int | None) -> dict[str, Any]:
         return {

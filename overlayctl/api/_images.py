@@ -18,6 +18,7 @@ from ..store.transaction import ROLLFORWARD, Transaction
 from ._context import StoreContext
 from ._layers import Layers
 from ._load import LoadReport, load_archive
+from ._progress import Progress
 from ._save import SaveReport, save_archive
 
 
@@ -146,6 +147,7 @@ class Images:
         *,
         tag: str | None = None,
         platform: str | None = None,
+        progress: Progress | None = None,
     ) -> LoadReport:
         """Load the images of an archive: ``docker save`` output, or an OCI image layout.
 
@@ -158,11 +160,20 @@ class Images:
         unpacked again.  Every blob is checked against its digest and size
         and every layer against its diff_id as it is read, and everything
         is published in one transaction: on any error the store is left as
-        it was.
+        it was.  Layers are unpacked in parallel where the archive allows.
+        ``progress`` (an ``api._progress.Progress``) is told of the layers
+        and bytes to read as they are.
         """
-        return load_archive(self._ctx, self._layers, source, tag=tag, platform=platform)
+        return load_archive(self._ctx, self._layers, source, tag=tag, platform=platform, progress=progress)
 
-    def save(self, refs: list[str], out: BinaryIO | str, *, format: str = "docker-archive") -> SaveReport:
+    def save(
+        self,
+        refs: list[str],
+        out: BinaryIO | str,
+        *,
+        format: str = "docker-archive",
+        progress: Progress | None = None,
+    ) -> SaveReport:
         """Write images to out: a binary stream, or a directory for ``format="oci-dir"``.
 
         ``docker-archive`` (the default) is Docker 25's form, an OCI image
@@ -171,9 +182,10 @@ class Images:
         and ``oci-dir`` are the OCI layout alone.  A layer loaded from a tar
         is written as the same bytes; the same images give the same archive.
         Takes no lock: records are read once, and each layer is checked
-        against its diff_id as it is written.
+        against its diff_id as it is written.  ``progress`` (an
+        ``api._progress.Progress``) is told of the layers and bytes written.
         """
-        return save_archive(self._layout, self._layers, list(refs), out, format)
+        return save_archive(self._layout, self._layers, list(refs), out, format, progress=progress)
 
     def publish(self, txn: Transaction, record: ImageRecord, *, tag: str | None = None) -> ImageRecord:
         """Store an image record (all its layers must be stored) and point tag at it."""

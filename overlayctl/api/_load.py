@@ -6,11 +6,20 @@ blob checked against its digest and size as it is read and its tar against
 the config's diff_id; then one transaction publishes the layers, the image
 records (the original config bytes: the image ID is the config digest) and
 the tags.  Any error leaves the store as it was.
+
+Layers are unpacked in parallel (up to ``MAX_WORKERS`` threads, no more than
+the CPUs) when the archive can be read at several places at once (a tar
+file, a spooled stream and a directory can): each staging reads its own
+blob stream.  On the first error the layers not started are cancelled,
+those running stop at their next read, every staged layer is discarded, and
+that first error is raised.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -20,11 +29,15 @@ from ..store import layers as lyrs
 from ..store.ids import chain_ids
 from ..store.records import ImageRecord
 from ._context import StoreContext
+from ._progress import Progress, serialized
 
 if TYPE_CHECKING:
     from ..distribution.model import ImagePlan, LayerPlan
     from ..distribution.reader import Archive
     from ._layers import Layers
+
+#: Most layers unpacked at once (each a thread reading, hashing and writing files).
+MAX_WORKERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +85,13 @@ def load_archive(
     *,
     tag: str | None = None,
     platform: str | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
 ) -> LoadReport:
-    """Load every image of an archive (see ``Images.load``)."""
+    """Load every image of an archive (see ``Images.load``).
+
+    workers: at most this many layers unpacked at once (default: the CPUs, at most MAX_WORKERS).
+    """
     from ..distribution.plan import plan_archive
     from ..distribution.platform import parse_platform
     from ..distribution.reader import open_archive
@@ -82,6 +100,7 @@ def load_archive(
 
     extra = normalize_ref(tag) if tag else None
     wanted = parse_platform(platform) if platform else None
+    events = serialized(progress)
     ctx.ensure_root()
     with open_archive(source, ctx.layout.staging) as archive:
         plan = plan_archive(archive, wanted)
@@ -92,26 +111,126 @@ def load_archive(
             )
         for image in plan.images:
             check_layer_count(len(image.layers))
+        todo: dict[str, LayerPlan] = {}  # chain ID: the layer to unpack, base first
+        reused = 0
+        for image in plan.images:
+            for layer, chain in zip(image.layers, chain_ids(image.diff_ids)):
+                if chain in todo:
+                    continue
+                if os.path.isdir(ctx.layout.layer_dir(chain)):
+                    reused += 1
+                else:
+                    todo[chain] = layer
+        if progress is not None:
+            events.start(len(todo) + reused, sum(_blob_size(archive, layer) for layer in todo.values()))
+            for _ in range(reused):
+                events.layer_done()
+        if workers is None:
+            workers = min(os.cpu_count() or 1, MAX_WORKERS)
+        if not archive.concurrent_blobs:
+            workers = 1
         staged: dict[str, lyrs.StagedLayer] = {}
         try:
-            for image in plan.images:
-                for layer, chain in zip(image.layers, chain_ids(image.diff_ids)):
-                    if chain not in staged and not os.path.isdir(ctx.layout.layer_dir(chain)):
-                        staged[chain] = _stage(layers, archive, layer)
-            return _publish(ctx, plan.images, staged, extra)
+            _stage_all(layers, archive, todo, staged, events, max(1, min(workers, len(todo))))
+            report = _publish(ctx, plan.images, staged, extra)
         finally:
             for layer_files in staged.values():
                 layer_files.discard()
+    events.finish()
+    return report
 
 
-def _stage(layers: Layers, archive: Archive, layer: LayerPlan) -> lyrs.StagedLayer:
+def _blob_size(archive: Archive, layer: LayerPlan) -> int:
+    """The bytes of a layer's blob (0 when it cannot be found: unpacking it will say why)."""
+    if layer.size is not None:
+        return layer.size
+    try:
+        return archive.blob_size(layer.path, layer.where)
+    except (ArchiveError, NotImplementedError):
+        return 0
+
+
+class _Cancelled(Exception):
+    """Raised in a layer's reader when another layer failed: its staging stops."""
+
+
+class _Counted:
+    """A blob stream that reports the bytes it passes, and stops when the load is cancelled."""
+
+    def __init__(self, raw: BinaryIO, events: Progress, cancel: threading.Event) -> None:
+        self._raw = raw
+        self._events = events
+        self._cancel = cancel
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._cancel.is_set():
+            raise _Cancelled
+        data = self._raw.read(size)
+        self._events.advance(len(data))
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def _stage_all(
+    layers: Layers,
+    archive: Archive,
+    todo: dict[str, LayerPlan],
+    staged: dict[str, lyrs.StagedLayer],
+    events: Progress,
+    workers: int,
+) -> None:
+    """Stage every layer of todo into staged (chain ID: layer); what was staged is left there on error too."""
+    cancel = threading.Event()
+    if workers == 1:
+        for chain, layer in todo.items():
+            staged[chain] = _stage(layers, archive, layer, events, cancel)
+            events.layer_done()
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="overlayctl-load") as pool:
+        futures: dict[Future, str] = {
+            pool.submit(_stage, layers, archive, layer, events, cancel): chain for chain, layer in todo.items()
+        }
+        first: BaseException | None = None
+        try:
+            pending = set(futures)
+            while pending and first is None:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    if future.exception() is None:
+                        staged[futures[future]] = future.result()
+                        events.layer_done()
+                    elif first is None:
+                        first = future.exception()
+        except BaseException as exc:  # noqa: BLE001 (KeyboardInterrupt while waiting: stop the others too)
+            first = exc
+        if first is None:
+            return
+        # Cancel what has not started, stop what runs at its next read, keep what finished (to discard it).
+        cancel.set()
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        for future, chain in futures.items():
+            if chain not in staged and not future.cancelled() and future.exception() is None:
+                staged[chain] = future.result()
+        raise first
+
+
+def _stage(
+    layers: Layers, archive: Archive, layer: LayerPlan, events: Progress, cancel: threading.Event
+) -> lyrs.StagedLayer:
     """Unpack one layer blob into staging, checking its digest, size and diff_id as it is read."""
     from ..distribution.decompress import open_layer
     from ..distribution.verify import VerifyingReader
 
-    raw = archive.open_blob(layer.path, layer.where)
+    raw = _Counted(archive.open_blob(layer.path, layer.where), events, cancel)
     try:
-        blob = VerifyingReader(raw, digest=layer.digest, size=layer.size, where=layer.where)
+        blob = VerifyingReader(raw, digest=layer.digest, size=layer.size, where=layer.where)  # type: ignore[arg-type]
         try:
             staged = layers.stage(open_layer(blob, layer.compression))
         except ArchiveError as exc:

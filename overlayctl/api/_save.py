@@ -7,6 +7,7 @@ from typing import Any, BinaryIO
 
 from ..store import images as imgs
 from ._layers import Layers
+from ._progress import Progress, serialized
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +22,13 @@ class SaveReport:
         return {"images": self.images, "layers": self.layers, "bytes": self.bytes}
 
 
-def save_archive(layout, layers: Layers, refs: list[str], out: BinaryIO | str, fmt: str) -> SaveReport:
-    """Write the images refs name to out; a reference by tag writes that tag, one by ID none (as docker save)."""
+def save_archive(
+    layout, layers: Layers, refs: list[str], out: BinaryIO | str, fmt: str, *, progress: Progress | None = None
+) -> SaveReport:
+    """Write the images refs name to out; a reference by tag writes that tag, one by ID none (as docker save).
+
+    progress hears of each layer blob and of its bytes as they are written.
+    """
     from ..distribution.writer import ImageToSave, write_archive
 
     chosen: dict[str, list[str]] = {}
@@ -36,7 +42,9 @@ def save_archive(layout, layers: Layers, refs: list[str], out: BinaryIO | str, f
     for image_id, tags in chosen.items():
         record = imgs.load_image(layout, image_id)
         images.append(ImageToSave(record.raw, tuple(record.layers), tuple(record.diff_ids), tuple(tags)))
-    written = write_archive(images, layers.export, out, fmt)
+    events = serialized(progress)
+    written = write_archive(images, layers.export, out, fmt, progress=events if progress is not None else None)
+    events.finish()
     listed = [{"id": image_id, "tags": tags} for image_id, tags in chosen.items()]
     return SaveReport(listed, written.layers, written.bytes)
 

@@ -139,6 +139,8 @@ def _attrs(member: tarfile.TarInfo) -> _Attrs:
             continue
         if wh.forbidden_xattr(xname):
             raise UnsafeArchive(f"entry {name!r}: forged overlay xattr {xname!r}")
+        if not value:
+            continue  # an empty pax value deletes the keyword (POSIX pax): no xattr, as in Docker
         xattrs.append((xname, value.encode("utf-8", "surrogateescape")))
     # Take the exact decimal text of a PAX mtime: a float loses nanoseconds.
     mtime = decimal.Decimal(member.pax_headers.get("mtime", member.mtime))

@@ -257,11 +257,13 @@ def load(ctx, source: str, tag: str | None, platform: str | None, as_json: bool)
     import sys
 
     from ..errors import InvalidArgument
+    from ._progress import terminal_progress
 
     if source == "-" and sys.stdin.isatty():
         raise InvalidArgument("no archive on stdin", hint="give -i PATH, or pipe an archive in")
     archive = sys.stdin.buffer if source == "-" else source
-    report = store_from(ctx).images.load(archive, tag=tag, platform=platform)
+    with terminal_progress("Loading", "Loaded", quiet=as_json) as bar:
+        report = store_from(ctx).images.load(archive, tag=tag, platform=platform, progress=bar)
     if as_json:
         return print_json(report.to_json())
     for loaded in report.images:
@@ -304,16 +306,18 @@ def save(ctx, refs: tuple[str, ...], output: str, fmt: str, as_json: bool) -> No
     import sys
 
     from ..errors import InvalidArgument
+    from ._progress import terminal_progress
 
     store = store_from(ctx)
-    if fmt == "oci-dir":
-        report = store.images.save(list(refs), output, format=fmt)
-    elif output == "-":
-        if sys.stdout.isatty():
-            raise InvalidArgument("refusing to write an archive to a terminal", hint="give -o FILE or redirect stdout")
-        report = store.images.save(list(refs), sys.stdout.buffer, format=fmt)
-    else:
-        report = _save_to_file(store, list(refs), output, fmt)
+    if output == "-" and fmt != "oci-dir" and sys.stdout.isatty():
+        raise InvalidArgument("refusing to write an archive to a terminal", hint="give -o FILE or redirect stdout")
+    with terminal_progress("Saving", "Saved", quiet=as_json) as bar:
+        if fmt == "oci-dir":
+            report = store.images.save(list(refs), output, format=fmt, progress=bar)
+        elif output == "-":
+            report = store.images.save(list(refs), sys.stdout.buffer, format=fmt, progress=bar)
+        else:
+            report = _save_to_file(store, list(refs), output, fmt, progress=bar)
     summary = f"Saved {len(report.images)} image(s), {report.layers} layer(s), {human_size(report.bytes)}"
     if as_json:
         print_json(report.to_json()) if output != "-" else click.echo(summary, err=True)
@@ -321,14 +325,14 @@ def save(ctx, refs: tuple[str, ...], output: str, fmt: str, as_json: bool) -> No
         click.echo(summary, err=output == "-")
 
 
-def _save_to_file(store, refs: list[str], output: str, fmt: str):
+def _save_to_file(store, refs: list[str], output: str, fmt: str, progress=None):
     """Write to output through a temporary name, so a failed save leaves no half archive."""
     import os
 
     partial = f"{output}.partial-{os.getpid()}"
     try:
         with open(partial, "wb") as f:
-            report = store.images.save(refs, f, format=fmt)
+            report = store.images.save(refs, f, format=fmt, progress=progress)
         os.rename(partial, output)
     except BaseException:
         if os.path.exists(partial):

@@ -35,6 +35,8 @@ _WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 class DirArchive(Archive):
     """A directory: every component opened with O_NOFOLLOW from the root's fd."""
 
+    concurrent_blobs = True  # each blob is its own open file
+
     def __init__(self, root: str) -> None:
         self.name = root
         self._root = root
@@ -84,6 +86,13 @@ class DirArchive(Archive):
 
     def open_blob(self, path: str, what: str) -> BinaryIO:
         return os.fdopen(self._open(path, what), "rb")
+
+    def blob_size(self, path: str, what: str) -> int:
+        fd = self._open(path, what)
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
 
 def _sniff_file(file: BinaryIO) -> bytes:

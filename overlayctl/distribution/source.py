@@ -13,6 +13,8 @@ class Archive:
     """An archive to load from; a context manager that releases what it holds."""
 
     name: str = "archive"
+    #: Whether open_blob may be called from several threads at once, each reader read in its own thread.
+    concurrent_blobs: bool = False
 
     def __enter__(self) -> Self:
         return self
@@ -34,6 +36,10 @@ class Archive:
 
     def open_blob(self, path: str, what: str) -> BinaryIO:
         """A reader of the file at path, from its first byte to its last."""
+        raise NotImplementedError
+
+    def blob_size(self, path: str, what: str) -> int:
+        """The size of the file at path (the errors of open_blob)."""
         raise NotImplementedError
 
 

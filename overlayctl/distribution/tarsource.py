@@ -19,6 +19,7 @@ import contextlib
 import io
 import os
 import tarfile
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -45,8 +46,11 @@ class _Member:
 class _Indexed(Archive):
     """An archive whose members are listed in ``self.members`` (a tar, scanned or spooled)."""
 
+    concurrent_blobs = True  # slices are read with os.pread (see _Slice)
+
     def __init__(self) -> None:
         self.members: dict[str, _Member] = {}
+        self._slice_lock = threading.Lock()
 
     def _name(self, raw_name: str) -> str | None:
         """A member's normalised name; None for the archive's root (``./``)."""
@@ -94,17 +98,31 @@ class _Indexed(Archive):
             return io.BytesIO(member.data)
         return self._slice(member)  # type: ignore[return-value]
 
+    def blob_size(self, path: str, what: str) -> int:
+        return self._find(path, what).size
+
     def _slice(self, member: _Member) -> _Slice:
         raise NotImplementedError
 
 
 class _Slice:
-    """Bytes [offset, offset + size) of a seekable file, read with a seek before each read."""
+    """Bytes [offset, offset + size) of a seekable file.
 
-    def __init__(self, file: BinaryIO, offset: int, size: int) -> None:
+    Read with ``os.pread`` on the file's descriptor: no shared file
+    position, so slices of one file may be read at once from several
+    threads.  A file object without a descriptor is read with a seek before
+    each read, under a lock shared by its slices.
+    """
+
+    def __init__(self, file: BinaryIO, offset: int, size: int, lock: threading.Lock) -> None:
         self._file = file
         self._pos = offset
         self._end = offset + size
+        self._lock = lock
+        try:
+            self._fd: int | None = file.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self._fd = None
 
     def readable(self) -> bool:
         return True
@@ -114,8 +132,12 @@ class _Slice:
         if left <= 0 or size == 0:
             return b""
         want = left if size is None or size < 0 else min(size, left)
-        self._file.seek(self._pos)
-        data = self._file.read(want)
+        if self._fd is not None:
+            data = os.pread(self._fd, want, self._pos)
+        else:
+            with self._lock:
+                self._file.seek(self._pos)
+                data = self._file.read(want)
         self._pos += len(data)
         return data
 
@@ -186,7 +208,7 @@ class TarFileArchive(_Indexed):
             raise ArchiveError(f"{self.name}: invalid tar header at offset {tar.offset}: {stop}")
 
     def _slice(self, member: _Member) -> _Slice:
-        return _Slice(self._file, member.offset, member.size)
+        return _Slice(self._file, member.offset, member.size, self._slice_lock)
 
     def close(self) -> None:
         if self._owned:
@@ -253,7 +275,7 @@ class SpooledArchive(_Indexed):
         self._spool.flush()
 
     def _slice(self, member: _Member) -> _Slice:
-        return _Slice(self._spool, member.offset, member.size)
+        return _Slice(self._spool, member.offset, member.size, self._slice_lock)
 
     def close(self) -> None:
         with contextlib.suppress(AttributeError):

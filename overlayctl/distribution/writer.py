@@ -23,7 +23,7 @@ import os
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ..errors import InvalidArgument, StoreError
 from .mediatypes import OCI_CONFIG, OCI_INDEX, OCI_LAYOUT_VERSION, OCI_MANIFEST
@@ -34,6 +34,16 @@ _BLOCK = 512
 
 #: Writes a layer's tar to out and returns its sha256 digest ("sha256:...").
 ExportLayer = Callable[[str, BinaryIO], str]
+
+
+class Progress(Protocol):
+    """What write_archive reports to (``api._progress.Progress`` is one); finish is the caller's."""
+
+    def start(self, total_layers: int, total_bytes: int | None) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+    def layer_done(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +64,21 @@ class Written:
     bytes: int
 
 
-def write_archive(images: list[ImageToSave], export: ExportLayer, out: BinaryIO | str, fmt: str) -> Written:
-    """Write images as an archive of format fmt to out (a binary stream, or a directory for oci-dir)."""
+def write_archive(
+    images: list[ImageToSave], export: ExportLayer, out: BinaryIO | str, fmt: str, *, progress: Progress | None = None
+) -> Written:
+    """Write images as an archive of format fmt to out (a binary stream, or a directory for oci-dir).
+
+    progress, if given, is started with the number of layer blobs (their
+    bytes are not known before they are exported: None), then told of each
+    layer blob's bytes as they are written to out, and of each blob done.
+    """
     if fmt not in FORMATS:
         raise InvalidArgument(f"unknown archive format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
     sink = _DirectorySink(out) if fmt == "oci-dir" else _TarSink(out)
+    sink.progress = progress
+    if progress is not None:
+        progress.start(len({d for image in images for d in image.diff_ids}), None)
     layers_done: set[str] = set()
     manifests = []
     for image in images:
@@ -66,6 +86,8 @@ def write_archive(images: list[ImageToSave], export: ExportLayer, out: BinaryIO 
             if diff_id not in layers_done:
                 sink.layer(diff_id, lambda stream, layer_id=layer_id: export(layer_id, stream))
                 layers_done.add(diff_id)
+                if progress is not None:
+                    progress.layer_done()
         config_digest = _digest(image.config)
         sink.blob(config_digest, image.config)
         manifest = _json(
@@ -134,16 +156,19 @@ def _digest(data: bytes) -> str:
 class _Counter:
     """A sink that counts and hashes what passes (the first pass over a layer: its size)."""
 
-    def __init__(self, out: BinaryIO | None = None) -> None:
+    def __init__(self, out: BinaryIO | None = None, progress: Progress | None = None) -> None:
         self.out = out
         self.size = 0
         self.hash = hashlib.sha256()
+        self.progress = progress  # told of the bytes written to out
 
     def write(self, data) -> int:
         self.hash.update(data)
         self.size += len(data)
         if self.out is not None:
             self.out.write(data)
+            if self.progress is not None:
+                self.progress.advance(len(data))
         return len(data)
 
     @property
@@ -166,6 +191,7 @@ class _TarSink:
         self.out = out
         self.sizes: dict[str, int] = {}
         self.written = 0
+        self.progress: Progress | None = None
         for directory in ("blobs", "blobs/sha256"):
             self._header(directory, 0, tarfile.DIRTYPE)
 
@@ -189,7 +215,7 @@ class _TarSink:
         export(counted)
         _check(digest, counted, "first pass")
         self._header(f"blobs/sha256/{digest[7:]}", counted.size)
-        again = _Counter(self.out)
+        again = _Counter(self.out, self.progress)
         export(again)
         _check(digest, again, "second pass")
         self.written += again.size
@@ -221,11 +247,12 @@ class _DirectorySink:
         os.makedirs(f"{root}/blobs/sha256", exist_ok=True)
         self.sizes: dict[str, int] = {}
         self.written = 0
+        self.progress: Progress | None = None
 
     def layer(self, digest: str, export: Callable[[BinaryIO], str]) -> None:
         path = f"{self.root}/blobs/sha256/{digest[7:]}"
         with open(f"{path}.partial", "wb") as f:
-            counted = _Counter(f)
+            counted = _Counter(f, self.progress)
             export(counted)
         _check(digest, counted, "oci-dir")
         os.rename(f"{path}.partial", path)

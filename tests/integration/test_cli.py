@@ -66,7 +66,8 @@ def test_image_and_container_lifecycle(cli, cli_process, rootfs):
     inspect = json.loads(cli("container", "inspect", "web", "--json").stdout)
     assert inspect["plan"]["labels"][0] == "init" and len(inspect["plan"]["lowers"]) == 2
     mounts = json.loads(cli("mounts", "--container", "web", "--json").stdout)
-    assert mounts[0]["upper"]["store"]["kind"] == "upper"
+    (ours,) = [m for m in mounts if m["target"] == merged]  # the host's other overlays are copied in too
+    assert ours["upper"]["store"]["kind"] == "upper"
     new_id = cli("container", "commit", "web", "base:v2", "-m", "hello").stdout.strip()
     history = json.loads(cli("image", "history", "base:v2", "--json").stdout)
     assert history[0]["comment"] == "hello" and len(history) == 2

@@ -1,6 +1,8 @@
 """SIGKILL at every step of a verb, deterministically: strace kills it at its Nth rename, unlink, symlink or mkdir.
 
-The random kills of test_crash find what a timer happens to hit; these hit
+Eight verbs: the seven of test_crash's and ``image load`` (of a two-layer
+archive that ``image save`` wrote).  The random kills of test_crash find
+what a timer happens to hit; these hit
 each step in turn, which is how a kill between the steps of ``image rm``
 was found to leave a layer no image used while ``check --repair`` called the
 store consistent.  After each kill the store must be consistent or made so
@@ -72,6 +74,7 @@ VERBS = {
     "container create": (("container", "create", "base:1", "--name", "new"), None),
     "container commit": (("container", "commit", "c", "new:1"), "new:1"),
     "container rm": (("container", "rm", "c"), None),
+    "image load": (("image", "load", "-i", "{archive}"), "new:1"),
 }
 
 
@@ -81,7 +84,10 @@ def test_a_kill_at_any_step_leaves_a_store_that_check_makes_whole(rootfs, tmp_pa
     shutil.copytree(rootfs, rootfs2, symlinks=True)
     (rootfs2 / "etc" / "new").write_text("another layer\n")
     args, made = VERBS[verb]
-    args = tuple(a.format(rootfs=rootfs, rootfs2=rootfs2) for a in args)
+    archive = tmp_path / "new.tar"
+    if "{archive}" in args:
+        _archive_of(rootfs, rootfs2, archive, tmp_path / "maker")
+    args = tuple(a.format(rootfs=rootfs, rootfs2=rootfs2, archive=archive) for a in args)
     kills = repaired = 0
     for syscall in SYSCALLS:
         for step in range(1, MAX_STEPS + 1):
@@ -99,6 +105,17 @@ def test_a_kill_at_any_step_leaves_a_store_that_check_makes_whole(rootfs, tmp_pa
     with capsys.disabled():
         print(f"\nkill points[{verb}]: killed at {kills} steps; {repaired} needed check --repair")
     assert kills >= 2, f"{verb}: strace killed it only {kills} times"
+
+
+def _archive_of(rootfs, rootfs2, archive, where) -> None:
+    """new:1, two layers (rootfs, then rootfs2's extra file), saved by image save from a store of its own."""
+    maker = LayerStore(str(where / "root"), str(where / "run"))
+    base = maker.images.import_rootfs(str(rootfs), tag="base:1")
+    ctr = maker.containers.create(base.id, name="m")
+    shutil.copy(rootfs2 / "etc" / "new", f"{maker.layout.upper(ctr.id)}/new")
+    maker.containers.commit("m", tag="new:1")
+    with open(archive, "wb") as out:
+        maker.images.save(["new:1"], out)
 
 
 def _setup(store, rootfs, rootfs2) -> dict[str, str]:
