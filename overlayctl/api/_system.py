@@ -137,22 +137,16 @@ class System:
 
         if not os.path.isdir(self._layout.root):
             return CheckReport([])
-        verify = self._verify if verify_content else None
         with self._ctx.lock.shared():
-            found = check_store(self._layout, verify=verify) + self._dead_monitors()
+            found = check_store(self._layout, verify_content=verify_content) + self._dead_monitors()
         if not repair or not any(p.garbage for p in found):
             return CheckReport(found)
         self._runtime.reap()
         with self._ctx.transaction("check --repair", on_crash=ROLLFORWARD) as txn:
             repair_store(txn, check_store(self._layout))
         with self._ctx.lock.shared():
-            left = check_store(self._layout, verify=verify) + self._dead_monitors()
+            left = check_store(self._layout, verify_content=verify_content) + self._dead_monitors()
         return CheckReport(left, [p for p in found if p not in left])
-
-    def _verify(self, record: lyrs.LayerRecord) -> str:
-        from ..store.layers import content_digest
-
-        return content_digest(self._layout.diff(record.id))
 
     def _dead_monitors(self) -> list[Problem]:
         """Containers recorded as running whose overlayctl monitor is gone (repair reaps them)."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from .atomic import TMP_MARK, abandoned
@@ -52,16 +51,16 @@ class Problem:
         return {"path": self.path, "message": self.message, "garbage": self.garbage, "repair": self.repair}
 
 
-def check_store(layout: StoreLayout, *, verify: Callable[[LayerRecord], str] | None = None) -> list[Problem]:
+def check_store(layout: StoreLayout, *, verify_content: bool = False) -> list[Problem]:
     """Everything wrong with the store at layout (reads only).
 
-    ``verify(record)`` re-hashes a layer's files; given, every layer's
-    files are checked against the digest recorded when it was made.
+    ``verify_content`` re-hashes every layer's files against what was
+    recorded when it was made (reads every byte of the store).
     """
     problems: list[Problem] = []
     if os.path.exists(layout.journal):
         problems.append(Problem(layout.journal, "an interrupted transaction", RECOVER))
-    layers = _check_layers(layout, problems, verify)
+    layers = _check_layers(layout, problems, verify_content)
     images = _check_images(layout, set(layers), problems)
     _check_tags(layout, images, problems)
     containers = _check_containers(layout, images, problems)
@@ -113,7 +112,7 @@ def _records(directory: str, filename: str, kind: str, problems: list[Problem]):
             problems.append(Problem(path, f"{kind} directory without {filename}", REMOVE))
 
 
-def _check_layers(layout: StoreLayout, problems: list[Problem], verify) -> dict[str, LayerRecord]:
+def _check_layers(layout: StoreLayout, problems: list[Problem], verify: bool) -> dict[str, LayerRecord]:
     records: dict[str, LayerRecord] = {}
     for name, path, data in _records(layout.layers, "layer.json", "layer", problems):
         try:
@@ -130,10 +129,12 @@ def _check_layers(layout: StoreLayout, problems: list[Problem], verify) -> dict[
         link = layout.link(record.link)
         if not os.path.islink(link):
             problems.append(Problem(link, f"short link of layer {record.id[7:19]} is missing", RELINK, record.id))
-        if verify is not None:
-            digest = verify(record)
-            if digest != record.content_digest:
-                problems.append(Problem(path, f"layer files hash to {digest}, not {record.content_digest}"))
+        if verify:
+            from .layers import verify_content
+
+            why = verify_content(layout, record)
+            if why is not None:
+                problems.append(Problem(path, why))
     for layer_id, record in records.items():
         if record.parent and record.parent not in records:
             problems.append(Problem(layout.layer_dir(layer_id), f"parent layer {record.parent} is missing"))

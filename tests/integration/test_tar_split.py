@@ -232,6 +232,16 @@ def test_files_changed_behind_the_store_fail_the_export(store, tmp_path, change,
     assert detail in line
     with pytest.raises(StoreError, match="files changed since import"):
         store.layers.export(layer.id, io.BytesIO())
+    # check --verify-content regenerates the tar too, and says the same.
+    (problem,) = store.system.check(verify_content=True).problems
+    assert problem.path == store.layout.layer_dir(layer.id) and detail in problem.message
+
+
+def test_verify_content_of_an_intact_tar_layer_needs_no_second_digest(store):
+    """A layer with a tar-split is verified by regenerating its tar: its recorded digest is its diff_id."""
+    layer = store.layers.create(io.BytesIO(build_tar(PY_ENTRIES)))
+    assert os.path.exists(store.layout.tar_split(layer.id)) and layer.content_digest == layer.diff_id
+    assert store.system.check(verify_content=True).problems == []
 
 
 def test_a_damaged_tar_split_is_an_error_naming_it(store):
