@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import pty
 import subprocess
 import sys
 import warnings
@@ -85,3 +86,27 @@ def run_cli(root: str, run_root: str | None, *args: str, input: str | None = Non
 def store_cli(store, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
     """``overlayctl ARGS`` against a test store, in this process (see run_cli)."""
     return run_cli(store.layout.root, store.layout.run_root, *args, input=input)
+
+
+def with_stderr_on_a_terminal(cmd: list[str]) -> tuple[subprocess.CompletedProcess, str]:
+    """Run cmd with a pseudo-terminal as its stderr (stdout piped); the result and what the terminal showed."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        slave = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, b""), shown.decode(errors="replace")

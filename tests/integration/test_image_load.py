@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from ..cli import store_cli, store_cmd
+from ..cli import store_cli, store_cmd, with_stderr_on_a_terminal
 from ..imagearchive import (
     Img,
     Link,
@@ -330,37 +330,11 @@ def test_stdin_from_a_file_an_empty_layer_and_an_empty_input(store, base_layer, 
     assert result.returncode == 1 and result.stderr == "error: <stdin>: the archive is empty (0 bytes)\n"
 
 
-def _with_stderr_on_a_terminal(cmd: list[str]) -> tuple[subprocess.CompletedProcess, str]:
-    """Run cmd with a pseudo-terminal as its stderr (stdout piped); the result and what the terminal showed."""
-    import pty
-
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
-        os.close(slave)
-        slave = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: every writer closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-        stdout, _ = proc.communicate(timeout=120)
-    finally:
-        os.close(master)
-        if slave >= 0:
-            os.close(slave)
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, b""), shown.decode(errors="replace")
-
-
 def test_a_load_shows_a_progress_bar_on_a_terminal_and_nothing_elsewhere(store, base_layer, tmp_path):
     image = Img([base_layer, MOTD, APP], tags=["bb:progress"], cmd=CMD)
     path = tmp_path / "three.tar"
     path.write_bytes(tar_of(oci_files([image])))
-    result, shown = _with_stderr_on_a_terminal(store_cmd(store, "image", "load", "-i", str(path)))
+    result, shown = with_stderr_on_a_terminal(store_cmd(store, "image", "load", "-i", str(path)))
     assert result.returncode == 0, shown
     assert "\r" in shown and "layers" in shown and "/s" in shown, shown
     assert "3/3 layers" in shown and shown.endswith("\n"), shown
@@ -370,7 +344,7 @@ def test_a_load_shows_a_progress_bar_on_a_terminal_and_nothing_elsewhere(store, 
         store_cmd(store, "image", "load", "-i", str(path)), check=False, capture_output=True, timeout=120
     )
     assert quiet.returncode == 0 and quiet.stderr == b"", quiet.stderr
-    with_json, shown = _with_stderr_on_a_terminal(store_cmd(store, "image", "load", "-i", str(path), "--json"))
+    with_json, shown = with_stderr_on_a_terminal(store_cmd(store, "image", "load", "-i", str(path), "--json"))
     assert with_json.returncode == 0 and shown == "", shown  # --json: no bar, even on a terminal
     assert json.loads(with_json.stdout)["layers_reused"] == 3
 
@@ -379,7 +353,7 @@ def test_a_failed_load_ends_the_bar_before_its_one_line_error(store, base_layer,
     files, why = failure_cases(base_layer)["flipped byte in a gzip layer"]
     path = tmp_path / "bad.tar"
     path.write_bytes(tar_of(files))
-    result, shown = _with_stderr_on_a_terminal(store_cmd(store, "image", "load", "-i", str(path)))
+    result, shown = with_stderr_on_a_terminal(store_cmd(store, "image", "load", "-i", str(path)))
     assert result.returncode == 1
     last = shown.replace("\r\n", "\n").rstrip("\n").split("\n")[-1]
     assert last.startswith("error: ") and why in last, shown

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from ..cli import store_cmd
+from ..cli import store_cmd, with_stderr_on_a_terminal
 
 pytestmark = pytest.mark.root
 
@@ -107,48 +107,21 @@ def test_save_errors_are_one_line_and_leave_no_file(two_images, tmp_path):
     assert list(tmp_path.glob("image.tar*")) == []
 
 
-def _with_stderr_on_a_terminal(cmd: list[str]) -> tuple[int, str]:
-    """Run cmd with a pseudo-terminal as its stderr; its exit code and what the terminal showed."""
-    import os
-    import pty
-
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
-        os.close(slave)
-        slave = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: every writer closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-        code = proc.wait(timeout=120)
-    finally:
-        os.close(master)
-        if slave >= 0:
-            os.close(slave)
-    return code, shown.decode(errors="replace")
-
-
 @pytest.mark.parametrize("fmt", ["docker-archive", "oci-dir"])
 def test_a_save_shows_a_progress_bar_on_a_terminal_and_nothing_elsewhere(two_images, tmp_path, fmt):
     store = two_images
     out = tmp_path / "bar"
-    code, shown = _with_stderr_on_a_terminal(
+    result, shown = with_stderr_on_a_terminal(
         store_cmd(store, "image", "save", "app:1", "app:2", "--format", fmt, "-o", str(out))
     )
-    assert code == 0, shown
+    assert result.returncode == 0, shown
     assert "\r" in shown and "2/2 layers" in shown and "/s" in shown, shown
     lines = shown.replace("\r\n", "\n").splitlines()
     assert lines[-1].split("\r")[-1].startswith("Saved [") and "image(s)" not in shown  # the summary is on stdout
-    code, shown = _with_stderr_on_a_terminal(
+    result, shown = with_stderr_on_a_terminal(
         store_cmd(store, "image", "save", "app:1", "--format", fmt, "-o", str(tmp_path / "json"), "--json")
     )
-    assert code == 0 and shown == "", shown
+    assert result.returncode == 0 and shown == "", shown
     quiet = _ctl(store, "image", "save", "app:1", "app:2", "--format", fmt, "-o", str(tmp_path / "quiet"))
     assert quiet.stderr == ""
     if fmt == "docker-archive":
