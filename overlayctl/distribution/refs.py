@@ -1,9 +1,8 @@
 """Image references as archives write them: with a registry host, or bare tags in annotations.
 
-The store's ``parse_ref`` reads ``name[:tag]``; here a reference may start
-with a registry host (``127.0.0.1:5000/app:1``, ``registry.example/x``).
-References on Docker Hub take Docker's familiar form, so that
-``docker.io/library/busybox:latest`` is stored as ``busybox:latest``.
+References are the store's (``parse_ref``: a registry host may lead,
+``127.0.0.1:5000/app:1``; Docker Hub's take the familiar form); here the
+tags an archive names, and the bare tags of index annotations.
 """
 
 from __future__ import annotations
@@ -14,29 +13,17 @@ from collections.abc import Iterable
 from ..errors import ArchiveError, InvalidArgument
 from ..store.records import parse_ref
 
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 
 
 def normalize_ref(ref: str) -> str:
-    """``[host[:port]/]name[:tag]`` -> its stored form; InvalidArgument when it is not one."""
+    """``[host[:port]/]name[:tag]`` -> its stored form (the store's ``parse_ref``); no digests."""
     if not isinstance(ref, str) or "@" in ref:
         raise InvalidArgument(f"invalid image reference {ref!r}", hint="a tag is NAME[:TAG], not a digest")
-    first, slash, rest = ref.partition("/")
-    if not slash or not ("." in first or ":" in first or first == "localhost"):
-        return parse_ref(ref)
-    if not _DOMAIN.fullmatch(first):
-        raise InvalidArgument(f"invalid registry host {first!r} in image reference {ref!r}")
-    normal = parse_ref(rest)
-    if first in _HUB:
-        name = normal.rsplit(":", 1)[0]
-        return normal[len("library/") :] if name.startswith("library/") and name.count("/") == 1 else normal
-    return f"{first}/{normal}"
+    return parse_ref(ref)
 
 
 def archive_tag(ref: str, where: str) -> str:

@@ -18,6 +18,9 @@ T = TypeVar("T")
 _REF = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?")
+_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
 def now_rfc3339() -> str:
@@ -26,12 +29,31 @@ def now_rfc3339() -> str:
 
 
 def parse_ref(ref: str) -> str:
-    """Normalise an image reference to ``name:tag`` (default tag ``latest``)."""
+    """Normalise an image reference ``[host[:port]/]name[:tag]`` to ``[host[:port]/]name:tag``.
+
+    The tag defaults to ``latest``.  A first component with a dot, a colon
+    or ``localhost`` is a registry host (``127.0.0.1:5000/app:1``); Docker
+    Hub's references take Docker's familiar form, so that
+    ``docker.io/library/busybox`` is ``busybox:latest``.
+    """
+    first, slash, rest = ref.partition("/")
+    if not slash or not ("." in first or ":" in first or first == "localhost"):
+        return _name_tag(ref)
+    if not _HOST.fullmatch(first):
+        raise InvalidArgument(f"invalid registry host {first!r} in image reference {ref!r}")
+    normal = _name_tag(rest)
+    if first in _HUB:
+        name = normal.rsplit(":", 1)[0]
+        return normal[len("library/") :] if name.startswith("library/") and name.count("/") == 1 else normal
+    return f"{first}/{normal}"
+
+
+def _name_tag(ref: str) -> str:
     name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
     if not _REF.fullmatch(name) or not _TAG.fullmatch(tag):
         raise InvalidArgument(
             f"invalid image reference {ref!r}",
-            hint="use NAME[:TAG], lowercase name, e.g. busybox:1.35",
+            hint="use [HOST[:PORT]/]NAME[:TAG], lowercase name, e.g. busybox:1.35",
         )
     return f"{name}:{tag}"
 

@@ -364,3 +364,14 @@ def test_a_format_1_store_is_migrated_on_its_first_change(store):
     assert json.loads(open(store.layout.store_json).read())["format"] == 2
     migrated = again.layers.get(image.layers[0])
     assert migrated.inodes == 2 and migrated.content_digest.startswith("sha256:")
+
+
+def test_references_with_a_registry_host_are_tags_like_any_other(store):
+    """image rm of a tag with a host deleted the whole image instead of untagging it."""
+    image = add_image(store, "a", tag="app:1")
+    assert store.images.tag("app:1", "127.0.0.1:5000/team/app") == "127.0.0.1:5000/team/app:latest"
+    assert store.images.tag("app:1", "docker.io/library/app:2") == "app:2"  # Docker Hub's familiar form
+    assert store.images.get("127.0.0.1:5000/team/app").id == image.id
+    removal = store.images.remove("127.0.0.1:5000/team/app:latest")
+    assert (removal.untagged, removal.deleted) == (["127.0.0.1:5000/team/app:latest"], [])
+    assert sorted(store.images.tags(image.id)) == ["app:1", "app:2"]
