@@ -32,16 +32,17 @@ def save_archive(
     from ..distribution.writer import ImageToSave, write_archive
 
     chosen: dict[str, list[str]] = {}
+    tags = imgs.read_tags(layout)
     for ref in refs:
         image_id = imgs.resolve_image(layout, ref)
-        tags = chosen.setdefault(image_id, [])
-        tag = _tag_named(layout, ref, image_id)
-        if tag and tag not in tags:
-            tags.append(tag)
+        named = chosen.setdefault(image_id, [])
+        tag = _tag_named(tags, ref, image_id)
+        if tag and tag not in named:
+            named.append(tag)
     images = []
-    for image_id, tags in chosen.items():
+    for image_id, named in chosen.items():
         record = imgs.load_image(layout, image_id)
-        images.append(ImageToSave(record.raw, tuple(record.layers), tuple(record.diff_ids), tuple(tags)))
+        images.append(ImageToSave(record.raw, tuple(record.layers), tuple(record.diff_ids), tuple(named)))
     events = serialized(progress)
     written = write_archive(images, layers.export, out, fmt, progress=events if progress is not None else None)
     events.finish()
@@ -49,11 +50,10 @@ def save_archive(
     return SaveReport(listed, written.layers, written.bytes)
 
 
-def _tag_named(layout, ref: str, image_id: str) -> str | None:
+def _tag_named(tags: dict[str, str], ref: str, image_id: str) -> str | None:
     """The tag ref names, if it names the image by a tag (not by ID)."""
     from ._images import _maybe_ref
 
-    tags = imgs.read_tags(layout)
     for candidate in (ref, _maybe_ref(ref)):
         if candidate and tags.get(candidate) == image_id:
             return candidate

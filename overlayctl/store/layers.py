@@ -201,10 +201,6 @@ def verify_content(layout: StoreLayout, record: LayerRecord) -> str | None:
     Reads every byte of the layer.
     """
 
-    class _Discard:
-        def write(self, data: bytes) -> int:
-            return len(data)
-
     has_split = os.path.exists(layout.tar_split(record.id))
     expected = record.diff_id if has_split else record.content_digest
     try:
@@ -252,10 +248,6 @@ def content_digest(diff: str) -> str:
     """The sha256 of the canonical tar of a layer's files: what --verify-content compares."""
     from ..archive.generate import write_layer_tar
 
-    class _Discard:
-        def write(self, data: bytes) -> int:
-            return len(data)
-
     return write_layer_tar(diff, _Discard())
 
 
@@ -285,3 +277,10 @@ def sweep_links(layout: StoreLayout) -> list[str]:
                     os.unlink(path)
                 removed.append(path)
     return removed
+
+
+class _Discard:
+    """A sink that keeps nothing: for digests, where only the hash of the bytes matters."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)

@@ -13,9 +13,11 @@ that a waiter that gives up can say who holds the store.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 
 from ..errors import StoreError
 
@@ -53,9 +55,14 @@ class StoreLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
-    def shared(self) -> _Shared:
-        """A context manager for a shared (reader's) hold of the lock."""
-        return _Shared(self)
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[StoreLock]:
+        """Hold the lock shared (a reader's hold) for the block."""
+        self.acquire(shared=True)
+        try:
+            yield self
+        finally:
+            self.release()
 
     def acquire(self, *, shared: bool) -> None:
         if self._depth:
@@ -79,18 +86,6 @@ class StoreLock:
             os.close(self._fd)
             self._fd = -1
             self._exclusive = False
-
-
-class _Shared:
-    def __init__(self, lock: StoreLock) -> None:
-        self.lock = lock
-
-    def __enter__(self) -> StoreLock:
-        self.lock.acquire(shared=True)
-        return self.lock
-
-    def __exit__(self, *exc) -> None:
-        self.lock.release()
 
 
 def _flock(fd: int, mode: int, timeout: float, path: str) -> None:

@@ -112,18 +112,24 @@ def save_image(docker: DockerSession, ref: str, out: Path) -> SavedImage:
     return SavedImage(ref, archive, manifest, config, layers)
 
 
+def pin_to_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A tarfile filter: owned by root, mtime pinned to IMAGE_MTIME."""
+    info.mtime = IMAGE_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def add_rootfs(tar: tarfile.TarFile, rootfs: Path) -> None:
+    """Add what rootfs holds to tar, through pin_to_root."""
+    for name in sorted(os.listdir(rootfs)):
+        tar.add(rootfs / name, arcname=name, filter=pin_to_root)
+
+
 def rootfs_tar(rootfs: Path, out: Path) -> Path:
     """A tar of what rootfs holds (root-owned, mtimes pinned to IMAGE_MTIME), for ``docker import``."""
-
-    def pin(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.mtime = IMAGE_MTIME
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        return info
-
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(os.listdir(rootfs)):
-            tar.add(rootfs / name, arcname=name, filter=pin)
+        add_rootfs(tar, rootfs)
     return out
 
 

@@ -45,7 +45,7 @@ import pytest
 from overlayctl.distribution.refs import normalize_ref
 
 from ..cli import overlayctl_cmd, store_cmd
-from .conftest import IMAGE_MTIME, SavedImage, save_image
+from .conftest import IMAGE_MTIME, SavedImage, add_rootfs, pin_to_root, save_image
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
@@ -124,18 +124,10 @@ def _runtime(path: str) -> bool:
 
 def _base_tar(rootfs: Path, out: Path) -> Path:
     """The busybox rootfs plus XATTR_FILES, root-owned, mtimes pinned: Docker's first layer."""
-
-    def pin(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.mtime = IMAGE_MTIME
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        return info
-
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(os.listdir(rootfs)):
-            tar.add(rootfs / name, arcname=name, filter=pin)
+        add_rootfs(tar, rootfs)
         for name, xattrs in XATTR_FILES.items():
-            info = pin(tarfile.TarInfo(name))
+            info = pin_to_root(tarfile.TarInfo(name))
             data = f"content of {name}\n".encode()
             if name == "xattr":
                 info.type, info.mode, data = tarfile.DIRTYPE, 0o755, b""
