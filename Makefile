@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS  ?=
 
 # Debian packages the test suite, the demo and the lint target need.
-APT_PKGS    := busybox-static shellcheck vagrant docker.io iproute2 util-linux tar strace e2fsprogs podman skopeo runc docker-compose
+APT_PKGS    := busybox-static shellcheck vagrant docker.io iproute2 util-linux tar strace e2fsprogs podman skopeo runc crun conmon tini docker-compose
 # Needed only to create the virtualenv.
 VENV_PKGS   := python3 python3-venv
 

@@ -35,12 +35,67 @@ def _mounts_under(base: str) -> list[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def subids_as_they_were():
+    """/etc/subuid and /etc/subgid as they were, at the end: --userns=auto adds overlayctl's range."""
+    saved = {}
+    for path in ("/etc/subuid", "/etc/subgid"):
+        try:
+            with open(path, "rb") as f:
+                saved[path] = (f.read(), os.stat(path).st_mode)
+        except FileNotFoundError:
+            saved[path] = None
+    try:
+        yield
+    finally:
+        for path, before in saved.items():
+            if before is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+            else:
+                with open(path, "wb") as f:
+                    f.write(before[0])
+                os.chmod(path, before[1] & 0o7777)
+
+
+def _container_cgroups() -> set[str]:
+    """The container cgroups (``overlayctl/<id>``) in every hierarchy, v1 and v2."""
+    found = set()
+    for parent in [f"/sys/fs/cgroup/{h}/overlayctl" for h in os.listdir("/sys/fs/cgroup")] + [
+        "/sys/fs/cgroup/overlayctl"
+    ]:
+        try:
+            found |= {f"{parent}/{name}" for name in os.listdir(parent) if os.path.isdir(f"{parent}/{name}")}
+        except OSError:
+            continue
+    return found
+
+
+def _processes_naming(text: str) -> list[str]:
+    """Live processes whose command line names text (conmon names its bundle and state dirs)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and int(pid) != os.getpid():
+            found.append(f"{pid} {cmdline[:200]}")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
 def no_leaked_mounts(tmp_path_factory):
-    """After the whole suite: no overlay mount or namespace pin of the tests remains."""
+    """After the whole suite: no mount, pin, container cgroup or monitor of the tests remains."""
     base = str(tmp_path_factory.getbasetemp())
+    cgroups_before = _container_cgroups()
     yield
     leaked = _mounts_under(base)
     assert not leaked, "mounts left behind by the tests:\n" + "\n".join(leaked)
+    cgroups = sorted(_container_cgroups() - cgroups_before)
+    assert not cgroups, "container cgroups left behind by the tests:\n" + "\n".join(cgroups)
+    processes = [p for p in _processes_naming(base) if "conmon" in p or "runc" in p]
+    assert not processes, "monitors or runtimes left running by the tests:\n" + "\n".join(processes)
 
 
 def _cleanup_store(store) -> None:

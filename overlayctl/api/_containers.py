@@ -15,7 +15,7 @@ from ..store import images as imgs
 from ..store import layers as lyrs
 from ..store.changes import Change, upper_changes
 from ..store.records import ContainerRecord, ImageRecord, parse_ref
-from ..store.state import RunState, read_state
+from ..store.state import DEAD_MONITOR, RunState, monitor_exit_code, read_state
 from ..store.transaction import ROLLFORWARD, Transaction
 from ._context import StoreContext
 from ._images import Images
@@ -23,10 +23,6 @@ from ._layers import Layers
 
 if TYPE_CHECKING:
     from ..runtime.spec import RunSpec
-
-
-#: The error of a container whose monitor died; the next verb that changes state reaps it.
-DEAD_MONITOR = "its overlayctl monitor died"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +78,8 @@ class Containers:
         pin = layout.pin(record.id)
         run = read_state(layout, record.id)
         if run.status == "running" and not is_alive(run.monitor, run.monitor_start):
-            run = replace(run.exited(None), error=DEAD_MONITOR)
+            code = monitor_exit_code(layout, record.id)  # ended, not yet cleaned up
+            run = replace(run.exited(code), error="" if code is not None else DEAD_MONITOR)
         if ns.is_pinned(pin):
             return ContainerState(record, "namespace", pin, run)
         if ns.is_mount_point(layout.merged(record.id)):
@@ -256,7 +253,8 @@ class Containers:
         in staging without the lock; the layer, image and tag are published
         in one transaction.  The old image stays (rollback); the container
         keeps its upper and its mount.  An upper written with redirect_dir=on
-        or metacopy=on is refused.
+        or metacopy=on is refused.  The files of a container run with
+        ``--userns=auto`` get back the IDs it saw (host start+N -> N).
         """
         from ..runtime.spec import runtime_changes
 
@@ -270,7 +268,15 @@ class Containers:
                 hint="squash the image first",
             )
         config = runtime_changes(**(changes or {}), base=base.runtime)
-        staged = self._layers.stage(self._layout.upper(record.id))
+        from ..store.idranges import range_of
+
+        upper = self._layout.upper(record.id)
+        id_shift = range_of(self._layout, record.id)
+        if id_shift is None:
+            staged = self._layers.stage(upper)
+        else:
+            self._ctx.ensure_root()
+            staged = lyrs.stage_layer(self._layout, lyrs.from_directory(upper, id_shift=id_shift))
         try:
             with self._ctx.transaction("container commit") as txn:
                 base = imgs.load_image(self._layout, record.image)
@@ -313,11 +319,13 @@ class Containers:
         txn.remove(ctrs.removal_paths(self._layout, record))
 
     def release(self, txn: Transaction, record: ContainerRecord) -> None:
-        """Give back what a stopped container holds outside its directory: its pin file and address."""
+        """Give back what a stopped container holds outside its directory: pin file, address, ID range."""
         from ..kernel import ns
+        from ..store.idranges import release
 
         ns.remove_pin_file(self._layout.pin(record.id))
         ns.release_pin_dir_if_unused(self._layout.ns_dir)
+        release(self._layout, txn.lock, record.id)
         if record.address:
             from ..store.network import release_address
 

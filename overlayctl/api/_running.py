@@ -58,8 +58,14 @@ class Runtime:
         cpus: str | None = None,
         interactive: bool = False,
         remove: bool = False,
+        **security: Any,
     ) -> ContainerRecord:
-        """A container with everything ``run`` needs: its command, env, limits, network."""
+        """A container with everything ``run`` needs: its command, env, limits, network, profile.
+
+        ``security`` takes the keywords of ``build_spec`` for the profile:
+        tty, init, cap_add, cap_drop, privileged, security_opt, devices,
+        read_only, tmpfs, userns, runtime.
+        """
         from ..runtime.spec import build_spec
 
         limits = {}
@@ -78,8 +84,13 @@ class Runtime:
             limits=limits,
             interactive=interactive,
             auto_remove=remove,
+            **security,
         )
-        spec.check_volumes()
+        spec.check_sources()
+        if spec.runtime:
+            from ..runtime.oci import choose
+
+            choose(spec.runtime)
         return self._containers.create(image, name=name, hostname=hostname, spec=spec)
 
     def run(self, image: str, command: Sequence[str] = (), **options: Any) -> int:
@@ -116,11 +127,11 @@ class Runtime:
         record = ctrs.resolve_container(self._layout, ref)
         if not record.spec.get("argv"):
             raise InvalidArgument(f"container {record.name} has no command", hint="create it with 'overlayctl run'")
-        if attach:
-            return monitor.run(self._ctx, record)
-        from ..runtime import daemon
-
-        return daemon.start_detached(self._ctx, record)
+        if record.spec.get("tty") and not attach:
+            raise InvalidArgument(
+                f"container {record.name} has a terminal (-t): run it in the foreground", hint="drop -d or -t"
+            )
+        return monitor.start(self._ctx, record, attach=attach)
 
     def stop(self, ref: str, *, timeout: float = 10.0) -> bool:
         """SIGTERM, then SIGKILL after timeout; False if it was not running."""
@@ -142,16 +153,32 @@ class Runtime:
             self.stop(record.id, timeout=0)
         return self._containers.remove(record.id, force=force)
 
-    def exec(self, ref: str, command: Sequence[str], *, interactive: bool = False) -> int:
-        """Run command inside a running container (all its namespaces and its root)."""
-        from ..runtime import enter
+    def exec(self, ref: str, command: Sequence[str], *, interactive: bool = False, tty: bool = False) -> int:
+        """Run command inside a running container, with its user, env, capabilities and seccomp profile."""
+        from ..runtime import monitor
 
         state = self._containers.get(ref)
         if state.run.status != "running" or not state.run.pid:
             raise InvalidArgument(
                 f"container {state.record.name} is not running", hint=f"overlayctl start {state.record.name}"
             )
-        return enter.exec_in(state.record, state.run, list(command), interactive=interactive)
+        return monitor.exec_in(self._ctx, state.record, state.run, list(command), interactive=interactive, tty=tty)
+
+    def spec(self, ref: str) -> dict[str, Any]:
+        """The container's OCI runtime config: the one it last ran with, else the one it would run with."""
+        from ..runtime import bundle
+
+        record = ctrs.resolve_container(self._layout, ref)
+        try:
+            return bundle.read_config(self._layout, record.id)
+        except FileNotFoundError:
+            return bundle.planned_config(self._layout, record)
+
+    def cleanup(self, container_id: str) -> bool:
+        """What conmon calls when a container exits: release what it held; False when already done."""
+        from ..runtime import monitor
+
+        return monitor.finish(self._ctx, container_id)
 
     def log_path(self, ref: str) -> str:
         """The file holding a detached container's output."""
@@ -175,7 +202,7 @@ class Runtime:
             configure_network(self._layout, txn.lock, bridge=bridge, subnet=subnet)
 
     def reap(self) -> list[str]:
-        """Clean up after containers whose overlayctl monitor died; their names."""
+        """Clean up after containers whose monitor (conmon) died; their names."""
         if not os.path.isdir(self._layout.containers):
             return []
         import warnings

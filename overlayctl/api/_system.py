@@ -13,7 +13,7 @@ from ..store import layers as lyrs
 from ..store.check import REAP, Problem
 from ..store.state import read_state
 from ..store.transaction import ROLLFORWARD
-from ._containers import DEAD_MONITOR, Containers
+from ._containers import Containers
 from ._context import STORE_FORMAT, StoreContext
 from ._images import unused_layers
 from ._running import Runtime
@@ -149,11 +149,15 @@ class System:
         return CheckReport(left, [p for p in found if p not in left])
 
     def _dead_monitors(self) -> list[Problem]:
-        """Containers recorded as running whose overlayctl monitor is gone (repair reaps them)."""
+        """Containers recorded as running whose monitor is gone (repair reaps them)."""
         return [
-            Problem(self._layout.container_dir(s.record.id), f"container {s.record.name}: {s.run.error}", REAP)
+            Problem(
+                self._layout.container_dir(s.record.id),
+                f"container {s.record.name}: {s.run.error or 'ended, not cleaned up (its overlayctl was killed)'}",
+                REAP,
+            )
             for s in self._containers.list()
-            if s.run.error == DEAD_MONITOR and read_state(self._layout, s.record.id).status == "running"
+            if s.run.status == "exited" and read_state(self._layout, s.record.id).status == "running"
         ]
 
     def df(self) -> DiskUsage:
@@ -223,10 +227,11 @@ class System:
         return PruneReport([r.name for r in stopped], [i.id for i in doomed], [r.id for r in layers], leftovers, freed)
 
     def info(self) -> dict[str, Any]:
-        """The kernel's overlay support and the store's filesystem."""
+        """The kernel's overlay support, the store's filesystem, and the OCI runtime containers run with."""
         from ..kernel import probe
         from ..kernel.mount import default_api
         from ..plan.mountplan import MAX_LOWER_LAYERS
+        from ..runtime import oci
 
         supported = probe.overlay_supported()
         where = self._layout.root
@@ -242,6 +247,7 @@ class System:
             "run_root": self._layout.run_root,
             "store_format": self._ctx.format or STORE_FORMAT,
             "backing": probe.probe_backing_fs(where).to_json(),
+            "containers": oci.describe(),
         }
 
 

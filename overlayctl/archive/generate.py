@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from overlayctl.archive import whiteout as wh
 from overlayctl.errors import ArchiveError
+from overlayctl.plan.idmap import IdRange, shift_to_container, shift_xattr_to_container
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -48,7 +49,7 @@ class HashingWriter:
         return "sha256:" + self._digest.hexdigest()
 
 
-def write_layer_tar(src: str, out: BinaryIO) -> str:
+def write_layer_tar(src: str, out: BinaryIO, *, id_shift: IdRange | None = None) -> str:
     """Write the tree under ``src`` to ``out`` as an OCI layer tar; return its diff_id.
 
     ``src`` is a layer dir in overlay form (or a plain root filesystem); its own
@@ -56,12 +57,17 @@ def write_layer_tar(src: str, out: BinaryIO) -> str:
     ArchiveError for an upper that is not a complete changeset (redirect or
     metacopy xattrs) or a file that changes while it is read; the bytes already
     written to ``out`` are then useless. ``src`` must not change meanwhile.
+
+    ``id_shift``: the upper of a container run in a user namespace with that
+    host ID range; owners (and the IDs in ACLs and file capabilities) are
+    written as the container saw them: host ``start + N`` as N, IDs outside
+    the range as OVERFLOW_ID (``plan.idmap.shift_to_container``).
     """
     sink = HashingWriter(out)
     tar = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
     root = os.open(src, _DIR)
     try:
-        _Exporter(tar).export(root)
+        _Exporter(tar, id_shift).export(root)
     except BaseException:
         # Drop the stream unflushed: flushing it later (tarfile's __del__)
         # would write to an output the caller has closed, and print a traceback.
@@ -158,8 +164,9 @@ def _parent(rel: str) -> str:
 class _Exporter:
     """Turns each walked entry into tar entries."""
 
-    def __init__(self, tar: tarfile.TarFile) -> None:
+    def __init__(self, tar: tarfile.TarFile, id_shift: IdRange | None = None) -> None:
         self._tar = tar
+        self._id_shift = id_shift
         self._links: dict[tuple[int, int], str] = {}  # inode -> first name written
         self._alt_dirs: set[str] = set()  # dirs marked opaque="x": hold alt. whiteouts
 
@@ -229,6 +236,10 @@ class _Exporter:
         info.type = tarfile.DIRTYPE if stat.S_ISDIR(st.st_mode) else tarfile.REGTYPE
         info.mode = stat.S_IMODE(st.st_mode)
         info.uid, info.gid = st.st_uid, st.st_gid
+        if self._id_shift is not None:
+            shift = self._id_shift
+            info.uid, info.gid = shift_to_container(st.st_uid, shift), shift_to_container(st.st_gid, shift)
+            xattrs = {key: shift_xattr_to_container(key, value, shift) for key, value in xattrs.items()}
         info.mtime = st.st_mtime_ns // 1_000_000_000  # whole seconds, rounded down
         info.pax_headers = {
             wh.xattr_to_pax(key): value.decode("utf-8", "surrogateescape")

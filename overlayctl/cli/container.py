@@ -103,6 +103,8 @@ def inspect(ctx, ref: str, as_json: bool) -> None:
     state = store.containers.get(ref)
     plan = store.containers.plan(state.record.id)
     data = {**state.to_json(), "plan": plan.to_json()}
+    if state.record.spec.get("argv"):
+        data["oci_config"] = store.runtime.spec(state.record.id)
     if as_json:
         return print_json(data)
     for key in ("name", "id", "image", "created", "hostname", "address", "mounted", "pin"):
@@ -117,6 +119,8 @@ def inspect(ctx, ref: str, as_json: bool) -> None:
         click.echo(f"{'network:':10} {spec.get('network', 'none')}")
     if spec.get("limits"):
         click.echo(f"{'limits:':10} " + ", ".join(f"{k}={v}" for k, v in spec["limits"].items() if v is not None))
+    if "oci_config" in data:
+        click.echo(f"{'profile:':10} {_profile_summary(data['oci_config'])}")
     if run.cgroup:
         click.echo(f"{'cgroup:':10} " + ", ".join(sorted(run.cgroup.get("paths", {}).values())))
     if run.status == "exited":
@@ -128,6 +132,61 @@ def inspect(ctx, ref: str, as_json: bool) -> None:
     click.echo("lowers (top first):")
     for path, label in zip(plan.lowers, plan.labels):
         click.echo(f"  {label:20} {path}")
+
+
+def _profile_summary(config: dict) -> str:
+    """One line: capabilities, seccomp, masked paths, as the OCI config decides them."""
+    process, linux = config["process"], config["linux"]
+    seccomp = linux.get("seccomp")
+    parts = [
+        f"{len(process['capabilities']['bounding'])} capabilities",
+        f"seccomp ({len(seccomp['syscalls'])} rules)" if seccomp else "no seccomp",
+        f"{len(linux.get('maskedPaths', []))} masked paths",
+        "no-new-privileges" if process.get("noNewPrivileges") else "",
+        "read-only root" if config["root"].get("readonly") else "",
+        "user namespace" if linux.get("uidMappings") else "",
+    ]
+    return ", ".join(p for p in parts if p)
+
+
+@container.command("spec")
+@click.argument("ref")
+@click.option("-o", "--output", "directory", type=click.Path(file_okay=False), help="Write DIR/config.json.")
+@click.pass_context
+def spec(ctx, ref: str, directory: str | None) -> None:
+    """Print a container's OCI runtime config (config.json), or write it as a bundle.
+
+    The config is the one the container last ran with (else the one it
+    would run with). Its root is the container's overlay: mount it with
+    'overlayctl container mount' before running the bundle by hand.
+
+    \b
+    Example:
+      overlayctl container spec web -o /tmp/web && runc run -b /tmp/web web
+    """
+    config = store_from(ctx).runtime.spec(ref)
+    if directory is None:
+        return print_json(config)
+    import json
+    import os
+
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    click.echo(os.path.join(directory, "config.json"))
+
+
+@container.command("cleanup", hidden=True)
+@click.argument("ref")
+@click.pass_context
+def cleanup(ctx, ref: str) -> None:
+    """Release what an exited container held (conmon calls this when it ends).
+
+    \b
+    Example:
+      overlayctl container cleanup 3f2a9c
+    """
+    store_from(ctx).runtime.cleanup(ref)
 
 
 @container.command("mount")

@@ -11,7 +11,7 @@ from ._output import json_option, print_json, store_from
 @json_option
 @click.pass_context
 def info(ctx, as_json: bool) -> None:
-    """Show the kernel, overlay support, mount API, layer limit and store filesystem.
+    """Show the kernel, overlay support, mount API, layer limit, store filesystem and OCI runtime.
 
     \b
     Example:
@@ -35,3 +35,10 @@ def info(ctx, as_json: bool) -> None:
     click.echo(f"whiteouts:         {'yes' if backing['whiteout'] else 'no'}")
     for problem in backing.get("problems", []):
         click.echo(f"problem:           {problem}")
+    runtime, monitor = data["containers"]["runtime"], data["containers"]["monitor"]
+    if "error" in runtime:
+        click.echo(f"OCI runtime:       none ({runtime['error']})")
+    else:
+        click.echo(f"OCI runtime:       {runtime['name']} {runtime['version']} ({runtime['path']})")
+        click.echo(f"  why:             {runtime['reason']}")
+    click.echo(f"monitor:           conmon {monitor['version'] or 'not installed'}")

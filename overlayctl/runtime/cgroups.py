@@ -1,26 +1,20 @@
 """Resource limits of a container (memory, pids, cpus) in cgroup v1 or v2.
 
 The values are spelled as Docker spells them (``--memory 64m``, ``--pids-limit 20``,
-``--cpus 1.5``).  The parsing functions at the top are pure; the rest touches
-``/sys/fs/cgroup``.  A container's cgroup is ``overlayctl/<container-id>`` under
-each hierarchy; the shared ``overlayctl`` parent is left in place.
-
-Lifecycle: ``Cgroup.create(id, limits)`` -> ``add(pid)`` before the workload runs
--> at exit ``oom_killed()`` -> ``kill_all()`` -> ``remove()``.
+``--cpus 1.5``).  The parsing functions at the top are pure.  The OCI runtime
+makes, fills and removes a container's cgroup (``overlayctl/<container-id>``
+under each hierarchy, from the config's cgroupsPath); ``Cgroup`` only reads
+it: where it is, whether the OOM killer struck, the memory peak.
 """
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import re
-import signal
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..errors import InUse, InvalidArgument, KernelError, from_oserror
+from ..errors import InvalidArgument
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 PARENT = "overlayctl"
@@ -29,7 +23,6 @@ CPU_PERIOD_US = 100_000  # Docker's CFS period
 # The kernel refuses a CFS quota below 1 ms (Documentation/scheduler/sched-bwc.rst).
 MIN_CPU_QUOTA_US = 1000
 V1_CONTROLLERS = ("memory", "pids", "cpu", "freezer")
-V2_CONTROLLERS = ("memory", "pids", "cpu")
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 # Docker also takes "64mib" and "64 m"; all units are binary.
@@ -126,10 +119,6 @@ class Limits:
     def from_json(cls, data: dict) -> Limits:
         return cls(memory=data.get("memory"), pids=data.get("pids"), cpus=data.get("cpus"))
 
-    def controllers(self) -> set[str]:
-        """The controllers these limits cannot do without."""
-        return {name for name, value in (("memory", self.memory), ("pids", self.pids), ("cpu", self.cpus)) if value}
-
 
 # --- the cgroup filesystem ---------------------------------------------------
 
@@ -164,63 +153,6 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _write(path: str, value: object) -> None:
-    # One write(2) per value: a cgroup file parses each write on its own.
-    try:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, str(value).encode())
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, path) from None
-
-
-@contextmanager
-def _kernel_errors(what: str):
-    """Turn an OSError into one line, naming the cgroup file.
-
-    A missing cgroup file means the kernel lacks that controller or feature,
-    so ENOENT is a KernelError with a hint, not a NotFound.
-    """
-    try:
-        yield
-    except OSError as exc:
-        hint = "the kernel lacks this cgroup feature" if exc.errno == errno.ENOENT else None
-        raise from_oserror(exc, call="cgroupfs", what=what, hint=hint, missing=KernelError) from exc
-
-
-def _missing(controller: str, how: str) -> KernelError:
-    return KernelError(
-        f"the {controller} cgroup controller is not {how}",
-        call="cgroupfs",
-        hint=f"enable the {controller} controller or drop the matching limit",
-    )
-
-
-def _enable_v2(needed: set[str]) -> None:
-    """Enable the controllers in the root's and the parent's cgroup.subtree_control.
-
-    cgroup v2 gives a child only the controllers its parent enabled
-    (Documentation/admin-guide/cgroup-v2.rst, "Enabling and Disabling").
-    """
-    available = _read(f"{CGROUP_ROOT}/cgroup.controllers").split()
-    missing = sorted(needed - set(available))
-    if missing:
-        raise _missing(missing[0], "available in cgroup v2")
-    parent = os.path.join(CGROUP_ROOT, PARENT)
-    os.makedirs(parent, exist_ok=True)
-    for directory in (CGROUP_ROOT, parent):
-        enabled = _read(f"{directory}/cgroup.subtree_control").split()
-        for name in V2_CONTROLLERS:
-            if name in available and name not in enabled:
-                try:
-                    _write(f"{directory}/cgroup.subtree_control", f"+{name}")
-                except OSError:
-                    if name in needed:  # an unneeded one (e.g. cpu next to RT tasks) may fail
-                        raise
-
-
 @dataclass(frozen=True, slots=True)
 class Cgroup:
     """A container's cgroup: ``paths`` maps each v1 controller (or ``unified``) to its dir."""
@@ -230,80 +162,14 @@ class Cgroup:
     limits: Limits = Limits()
 
     @classmethod
-    def create(cls, container_id: str, limits: Limits) -> Cgroup:
-        """Make the dirs and write the limits; an existing cgroup is reused and rewritten.
-
-        Raises NotPermitted without root, KernelError when a controller is missing.
-        """
-        paths = _paths(container_id)
-        what = f"cannot set up the cgroup of container {container_id}"
-        with _kernel_errors(what):
-            if version() == 2:
-                _enable_v2(limits.controllers())
-            else:
-                missing = sorted((limits.controllers() | {"memory"}) - paths.keys())
-                if missing:
-                    raise _missing(missing[0], "mounted (cgroup v1)")
-            for directory in dict.fromkeys(paths.values()):
-                os.makedirs(directory, exist_ok=True)
-            cgroup = cls(version(), paths, limits)
-            cgroup._write_limits()
-        return cgroup
-
-    @staticmethod
-    def exists(container_id: str) -> bool:
-        main = _paths(container_id).get("unified" if version() == 2 else "memory")
-        return main is not None and os.path.isdir(main)
+    def of(cls, container_id: str, limits: Limits = Limits()) -> Cgroup:
+        """The cgroup the OCI runtime made for a container (its cgroupsPath is /overlayctl/ID)."""
+        return cls(version(), _paths(container_id), limits)
 
     @property
     def path(self) -> str:
         """The main dir: v2's only one, v1's memory controller dir."""
         return self.paths["unified" if self.version == 2 else "memory"]
-
-    def _dirs(self) -> list[str]:
-        return list(dict.fromkeys(self.paths.values()))  # co-mounted controllers share a dir
-
-    def _write_limits(self) -> None:
-        memory, pids, cpus = self.limits.memory, self.limits.pids, self.limits.cpus
-        quota = round(cpus * CPU_PERIOD_US) if cpus else None
-        if self.version == 2:
-            settings = [
-                ("memory.max", memory or "max"),
-                ("memory.swap.max", 0 if memory else "max"),  # swap may not extend --memory
-                ("pids.max", pids or "max"),
-                ("cpu.max", f"{quota or 'max'} {CPU_PERIOD_US}"),
-            ]
-            for name, value in settings:
-                if os.path.exists(f"{self.path}/{name}"):  # a missing, needed one was refused above
-                    _write(f"{self.path}/{name}", value)
-            return
-        mem = self.path
-        # v1 insists memsw.limit >= limit at every step, so raise memsw first and lower it
-        # last (Documentation/admin-guide/cgroup-v1/memory.rst, section 2.4).
-        files = ["memory.limit_in_bytes"]
-        if os.path.exists(f"{mem}/memory.memsw.limit_in_bytes"):  # only with swap accounting
-            raising = memory is None or memory > int(_read(f"{mem}/memory.limit_in_bytes"))
-            files = ["memory.memsw.limit_in_bytes", *files] if raising else [*files, "memory.memsw.limit_in_bytes"]
-        for name in files:
-            _write(f"{mem}/{name}", memory or -1)
-        if "pids" in self.paths:
-            _write(f"{self.paths['pids']}/pids.max", pids or "max")
-        if "cpu" in self.paths and (quota or os.path.exists(f"{self.paths['cpu']}/cpu.cfs_quota_us")):
-            _write(f"{self.paths['cpu']}/cpu.cfs_period_us", CPU_PERIOD_US)
-            _write(f"{self.paths['cpu']}/cpu.cfs_quota_us", quota or -1)
-
-    def add(self, pid: int) -> None:
-        """Move a process (all its threads) into the cgroup; its children follow it."""
-        with _kernel_errors(f"cannot move process {pid} into cgroup {self.path}"):
-            for directory in self._dirs():
-                _write(f"{directory}/cgroup.procs", pid)
-
-    def pids(self) -> list[int]:
-        """The processes in the cgroup (exited ones awaiting their parent are not listed)."""
-        try:
-            return sorted(int(pid) for pid in _read(f"{self.path}/cgroup.procs").split())
-        except FileNotFoundError:
-            return []
 
     def oom_killed(self) -> bool:
         """Whether the kernel's OOM killer killed a process of this cgroup."""
@@ -320,81 +186,6 @@ class Cgroup:
             return int(_read(f"{self.path}/{name}"))
         except (FileNotFoundError, ValueError):
             return None
-
-    def _freeze(self, frozen: bool) -> bool:
-        """Freeze or thaw so no process can fork while we signal; False if not possible."""
-        if self.version == 2:
-            control, state, want = f"{self.path}/cgroup.freeze", f"{self.path}/cgroup.events", f"frozen {int(frozen)}"
-            value: object = int(frozen)
-        elif "freezer" in self.paths:
-            control = state = f"{self.paths['freezer']}/freezer.state"
-            value = want = "FROZEN" if frozen else "THAWED"
-        else:
-            return False
-        if not os.path.exists(control):
-            return False
-        _write(control, value)
-        # Freezing is asynchronous: v1 reads FREEZING and v2 reports "frozen 0" until done.
-        deadline = time.monotonic() + 1.0
-        while want not in _read(state).splitlines() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return True
-
-    def kill_all(self, sig: int = signal.SIGKILL, timeout: float = 5.0) -> None:
-        """Signal every process in the cgroup; with SIGKILL, wait until none is left.
-
-        Raises InUse if processes remain after timeout (e.g. stuck in the kernel).
-        """
-        with _kernel_errors(f"cannot kill the processes of cgroup {self.path}"):
-            if not os.path.isdir(self.path):
-                return
-            if self.version == 2 and sig == signal.SIGKILL and os.path.exists(f"{self.path}/cgroup.kill"):
-                _write(f"{self.path}/cgroup.kill", 1)  # the kernel kills new forks too (5.14+)
-            else:
-                frozen = self._freeze(True)
-                try:
-                    # Frozen tasks keep the signal pending and take it when thawed.
-                    self._signal(sig)
-                finally:
-                    if frozen:
-                        self._freeze(False)
-            if sig != signal.SIGKILL:
-                return
-            deadline = time.monotonic() + timeout
-            while self.pids():
-                if time.monotonic() > deadline:
-                    raise InUse(f"cgroup {self.path} still holds processes {self.pids()} after SIGKILL")
-                self._signal(sig)  # stragglers forked before the freeze took hold
-                time.sleep(0.01)
-
-    def _signal(self, sig: int) -> None:
-        for pid in self.pids():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def remove(self, timeout: float = 5.0) -> None:
-        """Delete the container's dirs (absent ones are fine); the ``overlayctl`` parent stays.
-
-        rmdir fails with EBUSY while a process is in the cgroup, and briefly after it
-        exits; retry until timeout, then raise InUse.
-        """
-        deadline = time.monotonic() + timeout
-        with _kernel_errors(f"cannot remove cgroup {self.path}"):
-            for directory in self._dirs():
-                while True:
-                    try:
-                        os.rmdir(directory)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError as exc:
-                        if exc.errno != errno.EBUSY:
-                            raise
-                        if time.monotonic() > deadline:
-                            raise InUse(f"cgroup {directory} still holds processes", hint="kill_all() first") from exc
-                        time.sleep(0.01)
 
     def to_json(self) -> dict:
         return {"version": self.version, "paths": dict(self.paths), "limits": self.limits.to_json()}

@@ -1,36 +1,61 @@
-"""The monitor: start a container, wait for it, clean up after it.
+"""Start, watch, stop and clean up containers through an OCI runtime and conmon.
 
-The monitor is the overlayctl process of a foreground ``run``, or a daemon
-for ``start``.  It owns the container's cgroup, network namespace pin and
-network attachment, and writes the run state.  When a monitor dies without
-cleaning up, ``reap_stale`` (run by later commands) does it.
+::
+
+    overlayctl start/run          checks, pins the network namespace, attaches the bridge,
+      └─ setup child              new mount namespace: mounts the overlay, writes config.json,
+           = conmon                 then becomes conmon, which runs `runtime create`
+               └─ PID 1           the container's command (runtime init execs it on `runtime start`)
+
+conmon watches PID 1, writes its exit code, and when it ends calls
+``overlayctl container cleanup ID`` (``finish`` here), which deletes the
+runtime's state, unpins the network and writes the final state (or removes
+the container with ``--rm``).  No Python process stays alive per container;
+a foreground ``run`` only waits for conmon and forwards signals.  When conmon
+itself dies, ``reap_stale`` (run by later commands) cleans up.
+
+``run -t`` in the foreground is the exception: ``runtime run`` keeps the
+terminal (raw mode, window size) and overlayctl cleans up after it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import sys
+import time
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ContainerFailed, InUse, OverlayctlError
-from ..kernel import ns
+from ..errors import CommandNotFound, ContainerFailed, InUse, NotFound, OverlayctlError
+from ..kernel import _libc, ns
 from ..kernel.proc import is_alive, start_time, wait_gone
 from ..store import containers as ctrs
 from ..store.layout import StoreLayout
 from ..store.records import ContainerRecord
-from ..store.state import RunState, read_state, write_state
-from ..store.transaction import Transaction
-from . import process
+from ..store.state import DEAD_MONITOR, RunState, monitor_exit_code, read_state, write_state
+from . import bundle, oci
 from .spec import RunSpec
 
 if TYPE_CHECKING:
     from ..api._context import StoreContext
 
+#: Signals a foreground run passes on to the container.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+#: Exit codes for failures before the command runs (as Docker's).
+EXIT_SETUP_FAILED = 125
+EXIT_NOT_FOUND = 127
+
 
 def spec_of(record: ContainerRecord) -> RunSpec:
     return RunSpec.from_json(record.spec or {})
+
+
+def runtime_for(layout: StoreLayout, spec: RunSpec) -> oci.OciRuntime:
+    return oci.OciRuntime(oci.choose(spec.runtime), layout.runtime_state)
 
 
 def check_startable(layout: StoreLayout, record: ContainerRecord, state: RunState) -> None:
@@ -40,136 +65,177 @@ def check_startable(layout: StoreLayout, record: ContainerRecord, state: RunStat
         raise InUse(
             f"container {record.name} is mounted", hint=f"run 'overlayctl container unmount {record.name}' first"
         )
-    spec_of(record).check_volumes()
 
 
-def run(
-    ctx: StoreContext,
-    record: ContainerRecord,
-    *,
-    detached: bool = False,
-    on_started: Callable[[int], None] | None = None,
-) -> int:
-    """Run the container to its end; returns its exit code.
-
-    on_started(pid) is called once the command was exec'd (``start`` uses it
-    to return while the container runs on).
-    """
+def start(ctx: StoreContext, record: ContainerRecord, *, attach: bool) -> int:
+    """Start a container: in the background, returning its PID 1; or attached, returning its exit code."""
     spec = spec_of(record)
-    layout, lock = ctx.layout, ctx.lock
-    with lock:
+    layout = ctx.layout
+    runtime = runtime_for(layout, spec)
+    conmon = None if attach and spec.tty else oci.conmon_path()
+    id_range = None
+    with ctx.lock:
         state = read_state(layout, record.id)
         check_startable(layout, record, state)
+        if spec.userns == "auto":
+            from .userns import prepare
+
+            id_range = prepare(layout, ctx.lock, record)
         me = os.getpid()
-        state = state.running(monitor=me, monitor_start=start_time(me), detached=detached, pid=None)
+        state = state.running(monitor=me, monitor_start=start_time(me), detached=not attach, pid=None, network=None)
         write_state(layout, record.id, state)
-    try:
-        state, launched = _start(layout, lock, record, spec, state)
-    except BaseException:
-        _finish(ctx, record, read_state(layout, record.id), None, spec)
-        raise
-    previous = {
-        sig: signal.signal(sig, lambda signum, frame: _forward(launched.pid, signum)) for sig in process.FORWARDED
-    }
-    try:
-        error = process.read_until_eof(launched.status_fd)
-        if not error and on_started:
-            on_started(launched.pid)
-        _, status = os.waitpid(launched.keeper, 0)
-    finally:
-        for sig, handler in previous.items():
+    monitor_dir = layout.monitor_dir(record.id)
+    shutil.rmtree(monitor_dir, ignore_errors=True)
+    os.makedirs(monitor_dir, 0o700)
+    from .launch import Launch, launch
+
+    launched: Launch | None = None
+    with SignalForwarder(active=attach) as forwarder:
+        try:
+            facts = bundle.host_facts(layout, record, spec, id_range=id_range)
+            launched = launch(ctx, record, spec, facts, runtime, conmon=conmon, attach=attach, id_range=id_range)
+            state = _started(ctx, record, launched, runtime)
+        except BaseException:
+            if launched is not None:
+                launched.abandon()
+            finish(ctx, record.id, error="it could not be started")
+            raise
+        if not attach:
+            return state.pid or 0
+        forwarder.point_at(launched.signal_target(state.pid))
+        return _wait(ctx, record, launched)
+
+
+class SignalForwarder:
+    """Pass the signals overlayctl gets on to a process; those that come before it is known, once it is."""
+
+    def __init__(self, *, active: bool = True) -> None:
+        self.active = active
+        self.target: int | None = None
+        self.pending: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalForwarder:
+        if self.active:
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in FORWARDED}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-    code = process.exit_code_of(status)
-    _finish(ctx, record, state, code, spec, error=error)
-    if error:
-        raise ContainerFailed(error, code)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.target is None:
+            self.pending.append(signum)
+        else:
+            _forward(self.target, signum)
+
+    def point_at(self, pid: int | None) -> None:
+        self.target = pid
+        for signum in self.pending:
+            _forward(pid, signum)
+        self.pending.clear()
+
+
+def _started(ctx: StoreContext, record, launched, runtime: oci.OciRuntime) -> RunState:
+    """Record PID 1 and conmon, attach the bridge, then let the command run."""
+    from dataclasses import replace
+
+    from .cgroups import Cgroup, Limits
+
+    layout = ctx.layout
+    pid = launched.container_pid()
+    monitor = launched.monitor_pid()
+    state = replace(
+        read_state(layout, record.id),
+        pid=pid,
+        pid_start=start_time(pid),
+        monitor=monitor,
+        monitor_start=start_time(monitor),
+        cgroup=Cgroup.of(record.id, Limits.from_json(spec_of(record).limits)).to_json(),
+    )
+    write_state(layout, record.id, state)
+    if spec_of(record).network == "bridge":
+        from .launch import attach_bridge
+
+        attach_bridge(ctx, record, pid)
+    if launched.conmon:
+        runtime.start(record.id)
+    launched.started()
+    return read_state(layout, record.id)
+
+
+def _wait(ctx: StoreContext, record: ContainerRecord, launched) -> int:
+    """The foreground: wait for the monitor to end; clean up."""
+    status = _waitpid(launched.child)
+    code = os.waitstatus_to_exitcode(status)
+    code = code if code >= 0 else 128 - code
+    exit_file = f"{ctx.layout.monitor_dir(record.id)}/exit"
+    if not launched.conmon:  # runtime run: its exit code is the container's
+        with contextlib.suppress(OSError), open(exit_file, "w") as f:
+            f.write(str(code))
+    finish(ctx, record.id)
     return code
 
 
-def _forward(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
+def _waitpid(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
 
 
-def _start(layout, lock, record, spec, state):
-    """Launch, then put PID 1 in its cgroup and network before letting it go."""
-    from ..kernel.mount import MountApi, default_api
-
-    # Short links only where mount(2) is used: its options must fit in a page.
-    plan = ctrs.build_plan(layout, record, labels=False, links=default_api() is MountApi.CLASSIC)
-    cgroup = None
-    if spec.limits:
-        from .cgroups import Cgroup, Limits
-
-        cgroup = Cgroup.create(record.id, Limits.from_json(spec.limits))
-        state = _save(layout, record, state, cgroup=cgroup.to_json())
-    launched = process.launch(plan, spec, record.hostname)
-    try:
-        if cgroup is not None:
-            cgroup.add(launched.pid)
-        network = None
-        if spec.network != "host":
-            ns.prepare_pin_dir(layout.netns_dir)
-            ns.pin_namespace_of(launched.pid, "net", layout.netns_pin(record.id))
-        if spec.network == "bridge":
-            network = _attach(layout, lock, record, launched.pid)
-        state = _save(layout, record, state, pid=launched.pid, pid_start=start_time(launched.pid), network=network)
-        os.write(launched.go_fd, b"g")
-    except BaseException:
+def _forward(pid: int | None, signum: int) -> None:
+    if pid:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(launched.pid, signal.SIGKILL)
-        os.waitpid(launched.keeper, 0)
-        raise
-    finally:
-        os.close(launched.go_fd)
-    return state, launched
+            os.kill(pid, signum)
 
 
-def _save(layout, record, state: RunState, **changes) -> RunState:
-    from dataclasses import replace
+def finish(ctx: StoreContext, container_id: str, *, error: str = "") -> bool:
+    """Everything a container leaves when it ends: runtime state, overlay, network pin, veth; --rm.
 
-    state = replace(state, **changes)
-    write_state(layout, record.id, state)
-    return state
-
-
-def _attach(layout, lock, record, pid: int) -> dict:
-    from ..store.network import allocate_address, load_network
-    from . import net
-
-    # Under the lock: a container that ends meanwhile may remove an unused
-    # bridge, which must not happen between its creation and this veth.
-    with lock:
-        address = allocate_address(layout, lock, record.id)
-        config, _ = load_network(layout)
-        return net.attach(config, record.id, pid, address)
-
-
-def _finish(ctx: StoreContext, record, state: RunState, code: int | None, spec: RunSpec, *, error: str = "") -> None:
-    """Everything a container leaves when it ends: cgroup, pins, veth, state; --rm."""
+    Runs as conmon's exit command, after a foreground run, or from
+    ``reap_stale``; the first one does the work, the others find nothing.
+    """
     from ..store.transaction import ROLLFORWARD
+    from .cgroups import Cgroup
 
     layout = ctx.layout
-    oom, extra = False, dict(state.extra)
-    if state.cgroup:
-        from .cgroups import Cgroup
-
-        cgroup = Cgroup.from_json(state.cgroup)
-        with contextlib.suppress(OSError, OverlayctlError):
-            oom = cgroup.oom_killed()
-            extra["memory_peak"] = cgroup.memory_peak()
-        with contextlib.suppress(OSError, OverlayctlError):
-            cgroup.kill_all()
-            cgroup.remove()
+    try:
+        record = ctrs.load_container(layout, container_id)
+    except NotFound:  # removed already (--rm)
+        return False
+    state = read_state(layout, container_id)
+    if state.status != "running":
+        return False
+    monitor_dir = layout.monitor_dir(container_id)
+    code = monitor_exit_code(layout, container_id)
+    extra, oom = dict(state.extra), False
+    with contextlib.suppress(OSError, OverlayctlError, ValueError):
+        cgroup = Cgroup.of(container_id)
+        oom = cgroup.oom_killed()
+        extra["memory_peak"] = cgroup.memory_peak()
+    spec = spec_of(record)
+    with contextlib.suppress(OverlayctlError):
+        runtime_for(layout, spec).delete(container_id)
+    if ns.is_mount_point(layout.merged(container_id)):  # conmon's namespace, where the exit command runs
+        with contextlib.suppress(OSError):
+            _libc.umount2(layout.merged(container_id), _libc.MNT_DETACH)
     with ctx.transaction("container end", on_crash=ROLLFORWARD) as txn:
-        ns.remove_pin_file(layout.netns_pin(record.id))
-        ns.release_pin_dir_if_unused(layout.netns_dir)
+        state = read_state(layout, container_id)
+        if state.status != "running":
+            return False
         if state.network:
-            _detach(layout, record.id)
+            _detach(layout, container_id)
+        shutil.rmtree(monitor_dir, ignore_errors=True)
         if spec.auto_remove:
             _remove(txn, record)
-            return
-        write_state(layout, record.id, state.exited(code, oom_killed=oom, error=error, extra=extra))
+            return True
+        if code is None and not error:
+            error = DEAD_MONITOR
+        write_state(layout, container_id, state.exited(code, oom_killed=oom, error=error, extra=extra))
+    return True
 
 
 def _detach(layout: StoreLayout, container_id: str) -> None:
@@ -183,28 +249,32 @@ def _detach(layout: StoreLayout, container_id: str) -> None:
         net.remove_bridge_if_unused(config)
 
 
-def _remove(txn: Transaction, record: ContainerRecord) -> None:
+def _remove(txn, record: ContainerRecord) -> None:
+    from ..store.idranges import release
+
     if record.address:
         from ..store.network import release_address
 
         release_address(txn.layout, txn.lock, record.id)
+    release(txn.layout, txn.lock, record.id)
     ns.remove_pin_file(txn.layout.pin(record.id))
     txn.remove(ctrs.removal_paths(txn.layout, record))
 
 
 def stop(ctx: StoreContext, record: ContainerRecord, timeout: float = 10.0) -> bool:
-    """SIGTERM to the container, SIGKILL after timeout; False if it was not running."""
+    """SIGTERM to the container, SIGKILL to all its processes after timeout; False if it was not running."""
     state = read_state(ctx.layout, record.id)
     if state.status != "running" or not is_alive(state.pid, state.pid_start):
         reap_stale(ctx)
         return False
-    _forward(state.pid, signal.SIGTERM)
+    runtime = runtime_for(ctx.layout, spec_of(record))
+    runtime.kill(record.id, signal.SIGTERM)
     if not wait_gone(state.pid, timeout):
-        _forward(state.pid, signal.SIGKILL)
+        runtime.kill(record.id, signal.SIGKILL, all_processes=True)
         wait_gone(state.pid, 5)
-    # The monitor cleans up; wait for it so that stop returns on a clean state.
-    if state.monitor and not wait_gone(state.monitor, 10):
-        reap_stale(ctx)
+    # conmon cleans up when PID 1 ends; wait for it so that stop returns on a clean state.
+    if state.monitor:
+        wait_gone(state.monitor, 10)
     reap_stale(ctx)
     return True
 
@@ -218,8 +288,84 @@ def reap_stale(ctx: StoreContext) -> list[str]:
         if state.status != "running" or is_alive(state.monitor, state.monitor_start):
             continue
         if is_alive(state.pid, state.pid_start):
-            _forward(state.pid, signal.SIGKILL)
+            with contextlib.suppress(OverlayctlError):
+                runtime_for(layout, spec_of(record)).kill(record.id, signal.SIGKILL, all_processes=True)
             wait_gone(state.pid, 5)
-        _finish(ctx, record, state, None, spec_of(record), error="its overlayctl monitor died")
-        reaped.append(record.name)
+        if finish(ctx, record.id):
+            reaped.append(record.name)
     return reaped
+
+
+def exec_in(
+    ctx: StoreContext, record: ContainerRecord, state: RunState, argv: list[str], *, interactive: bool, tty: bool
+) -> int:
+    """Run argv in a running container with its process settings (user, env, caps, seccomp); its exit code."""
+    import subprocess
+
+    if not argv:
+        from ..errors import InvalidArgument
+
+        raise InvalidArgument("give a command to run", hint=f"overlayctl exec {record.name} -- sh")
+    config = bundle.read_config(ctx.layout, record.id)
+    process = dict(config["process"], args=list(argv), terminal=tty)
+    _check_command(f"/proc/{state.pid}/root", argv[0], process["env"])
+    path = f"{ctx.layout.monitor_dir(record.id)}/exec-{os.getpid()}.json"
+    with open(path, "w") as f:
+        json.dump(process, f)
+    runtime = runtime_for(ctx.layout, spec_of(record))
+    try:
+        sys.stdout.flush()
+        with SignalForwarder() as forwarder:
+            child = subprocess.Popen(
+                runtime.exec_argv(record.id, path, tty=tty), stdin=None if interactive or tty else subprocess.DEVNULL
+            )
+            forwarder.point_at(child.pid)
+            return child.wait()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _check_command(root: str, name: str, env: list[str]) -> None:
+    """Fail with exit 127 and a clear line when the command is not in the container (chroot in a fork)."""
+    from .users import find_command
+
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:
+        code = 0
+        try:
+            os.close(read_fd)
+            os.chroot(root)
+            os.chdir("/")
+            find_command(name, env)
+        except CommandNotFound as exc:
+            os.write(write_fd, exc.message.encode())
+            code = EXIT_NOT_FOUND
+        except BaseException as exc:  # noqa: BLE001 - a forked child never returns into the caller
+            os.write(write_fd, str(exc).encode(errors="replace"))
+            code = EXIT_SETUP_FAILED
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        message = pipe.read().decode(errors="replace")
+    status = os.waitstatus_to_exitcode(_waitpid(child))
+    if status == EXIT_NOT_FOUND:
+        raise ContainerFailed(message, EXIT_NOT_FOUND)
+    if status:
+        raise OverlayctlError(f"cannot look up {name} in the container: {message or 'unknown error'}")
+
+
+def wait_for_file(path: str, alive: int, timeout: float = 30.0) -> str:
+    """The content of a file another process writes, once it is there (while that process lives)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            text = open(path).read().strip()
+            if text:
+                return text
+        if not is_alive(alive):
+            break
+        time.sleep(0.005)
+    raise OverlayctlError(f"the container did not start (no {os.path.basename(path)} written)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import InvalidArgument, NotFound
+from .profile import Device, capabilities, parse_security_opts
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("none", "host", "bridge")
@@ -60,6 +61,21 @@ class RunSpec:
     limits: dict[str, Any] = field(default_factory=dict)
     interactive: bool = False
     auto_remove: bool = False
+    tty: bool = False
+    init: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    seccomp: str | None = None  # None: the default profile; "unconfined"; or a profile's path
+    no_new_privileges: bool = False
+    devices: tuple[Device, ...] = ()
+    read_only: bool = False
+    tmpfs: tuple[str, ...] = ()
+    userns: str = ""  # "" (the host's) or "auto"
+    runtime: str = ""  # "" for the store's default
+
+    def capabilities(self) -> list[str]:
+        return capabilities(self.cap_add, self.cap_drop, privileged=self.privileged)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +88,18 @@ class RunSpec:
             "limits": dict(self.limits),
             "interactive": self.interactive,
             "auto_remove": self.auto_remove,
+            "tty": self.tty,
+            "init": self.init,
+            "cap_add": list(self.cap_add),
+            "cap_drop": list(self.cap_drop),
+            "privileged": self.privileged,
+            "seccomp": self.seccomp,
+            "no_new_privileges": self.no_new_privileges,
+            "devices": [d.to_json() for d in self.devices],
+            "read_only": self.read_only,
+            "tmpfs": list(self.tmpfs),
+            "userns": self.userns,
+            "runtime": self.runtime,
         }
 
     @classmethod
@@ -86,16 +114,33 @@ class RunSpec:
             limits=dict(data.get("limits", {})),
             interactive=bool(data.get("interactive", False)),
             auto_remove=bool(data.get("auto_remove", False)),
+            tty=bool(data.get("tty", False)),
+            init=bool(data.get("init", False)),
+            cap_add=tuple(data.get("cap_add", ())),
+            cap_drop=tuple(data.get("cap_drop", ())),
+            privileged=bool(data.get("privileged", False)),
+            seccomp=data.get("seccomp"),
+            no_new_privileges=bool(data.get("no_new_privileges", False)),
+            devices=tuple(Device.parse(d) for d in data.get("devices", ())),
+            read_only=bool(data.get("read_only", False)),
+            tmpfs=tuple(data.get("tmpfs", ())),
+            userns=data.get("userns", ""),
+            runtime=data.get("runtime", ""),
         )
 
     def with_changes(self, **changes: Any) -> RunSpec:
         return replace(self, **changes)
 
-    def check_volumes(self) -> None:
-        """Refuse a volume whose host path is missing (before anything is made or started)."""
+    def check_sources(self) -> None:
+        """Refuse a volume, device or seccomp profile missing on the host (before anything is made or started)."""
         for volume in self.volumes:
             if not os.path.exists(volume.source):
                 raise NotFound(f"volume source {volume.source} does not exist")
+        for device in self.devices:
+            if not os.path.exists(device.host):
+                raise NotFound(f"device {device.host} does not exist")
+        if self.seccomp not in (None, "unconfined") and not os.path.isfile(self.seccomp):
+            raise NotFound(f"seccomp profile {self.seccomp} does not exist")
 
 
 def _merge_pairs(base: Iterable[str], overrides: Iterable[str]) -> dict[str, str]:
@@ -173,6 +218,17 @@ def build_spec(
     limits: dict[str, Any] | None = None,
     interactive: bool = False,
     auto_remove: bool = False,
+    tty: bool = False,
+    init: bool = False,
+    cap_add: Sequence[str] = (),
+    cap_drop: Sequence[str] = (),
+    privileged: bool = False,
+    security_opt: Sequence[str] = (),
+    devices: Sequence[str] = (),
+    read_only: bool = False,
+    tmpfs: Sequence[str] = (),
+    userns: str = "",
+    runtime: str = "",
 ) -> RunSpec:
     """The RunSpec of ``run``: image defaults, overridden by the flags."""
     entrypoint = list(image_config.get("Entrypoint") or [])
@@ -186,6 +242,13 @@ def build_spec(
         raise InvalidArgument(f"--workdir must be an absolute path: {workdir!r}")
     if user:
         parse_user_text(user)
+    capabilities(cap_add, cap_drop)  # refuses unknown names now, not at start
+    seccomp, no_new_privileges = parse_security_opts(security_opt)
+    for path in tmpfs:
+        if not os.path.isabs(path) or ".." in path.split("/"):
+            raise InvalidArgument(f"invalid --tmpfs {path!r}: the container path must be absolute, without '..'")
+    if userns not in ("", "host", "auto"):
+        raise InvalidArgument(f"invalid --userns {userns!r}", hint="use auto or host")
     return RunSpec(
         argv=tuple(argv),
         env=merge_env(image_config.get("Env") or [], env),
@@ -196,6 +259,18 @@ def build_spec(
         limits=dict(limits or {}),
         interactive=interactive,
         auto_remove=auto_remove,
+        tty=tty,
+        init=init,
+        cap_add=tuple(cap_add),
+        cap_drop=tuple(cap_drop),
+        privileged=privileged,
+        seccomp=seccomp,
+        no_new_privileges=no_new_privileges,
+        devices=tuple(Device.parse(d) for d in devices),
+        read_only=read_only,
+        tmpfs=tuple(os.path.normpath(p) for p in tmpfs),
+        userns="" if userns == "host" else userns,
+        runtime=runtime,
     )
 
 

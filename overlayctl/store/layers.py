@@ -22,6 +22,7 @@ from .layout import TAR_SPLIT, StoreLayout, hex_of
 from .records import LayerRecord, damaged, dump_json, load_each, load_json, now_rfc3339
 
 if TYPE_CHECKING:
+    from ..plan.idmap import IdRange
     from .transaction import Transaction
 
 
@@ -165,11 +166,14 @@ def from_tar(source: BinaryIO) -> Fill:
     return fill
 
 
-def from_directory(src: str) -> Fill:
+def from_directory(src: str, *, id_shift: IdRange | None = None) -> Fill:
     """A fill function that copies a directory through its canonical tar.
 
     Going through the tar makes the stored files exactly what the diff_id
-    describes, and reuses the one hardened extractor.
+    describes, and reuses the one hardened extractor.  ``id_shift`` shifts
+    the owners of a user-namespaced container's upper back to the
+    container's IDs (``archive.generate.write_layer_tar``), in the tar and
+    so in the stored files.
     """
 
     def fill(diff: str) -> LayerFiles:
@@ -181,7 +185,7 @@ def from_directory(src: str) -> Fill:
         tar_path = f"{os.path.dirname(diff)}/layer.tar"
         try:
             with open(tar_path, "w+b") as tar:
-                diff_id = write_layer_tar(src, tar)
+                diff_id = write_layer_tar(src, tar, id_shift=id_shift)
                 tar.seek(0)
                 result = extract_layer(tar, diff)
         finally:

@@ -20,6 +20,7 @@
     <root>/containers/<id>/state.json      run state (created, running, exited, exit code)
     <root>/containers/<id>/container.log   output of a detached container
     <root>/network.json                    bridge name, subnet, addresses handed out
+    <root>/idranges.json                   host ID ranges handed to user-namespaced containers
     <run-root>/ns/<container-id>           pinned mount namespace
     <run-root>/netns/<container-id>        pinned network namespace of a running container
     <run-root>/empty/                      empty bottom layer for one-lower read-only unions
@@ -121,6 +122,10 @@ class StoreLayout:
     def init(self, container_id: str) -> str:
         return f"{self.root}/containers/{container_id}/init"
 
+    def bundle(self, container_id: str) -> str:
+        """The OCI bundle: config.json, whose root is ``merged``."""
+        return f"{self.root}/containers/{container_id}/bundle"
+
     def upper(self, container_id: str) -> str:
         return f"{self.root}/containers/{container_id}/upper"
 
@@ -157,6 +162,11 @@ class StoreLayout:
         """Bridge name, subnet and the addresses handed out."""
         return f"{self.root}/network.json"
 
+    @property
+    def idranges_json(self) -> str:
+        """The host ID ranges handed to containers run in a user namespace (store.idranges)."""
+        return f"{self.root}/idranges.json"
+
     # run root
     @property
     def ns_dir(self) -> str:
@@ -172,6 +182,15 @@ class StoreLayout:
     def netns_pin(self, container_id: str) -> str:
         """Pinned network namespace of a running container (like ip netns)."""
         return f"{self.run_root}/netns/{container_id}"
+
+    @property
+    def runtime_state(self) -> str:
+        """The OCI runtime's own state directory (its --root)."""
+        return f"{self.run_root}/runtime"
+
+    def monitor_dir(self, container_id: str) -> str:
+        """What conmon writes while a container runs: PID files, the exit file, the runtime's log."""
+        return f"{self.run_root}/monitor/{container_id}"
 
     @property
     def empty(self) -> str:

@@ -9,6 +9,10 @@ from .atomic import write_atomic
 from .layout import StoreLayout
 from .records import dump_json, load_json, now_rfc3339
 
+#: The error of a container whose monitor died before it said how the container ended;
+#: the next verb that changes state reaps it.
+DEAD_MONITOR = "its monitor died"
+
 
 @dataclass(frozen=True, slots=True)
 class RunState:
@@ -83,3 +87,12 @@ def read_state(layout: StoreLayout, container_id: str) -> RunState:
 
 def write_state(layout: StoreLayout, container_id: str, state: RunState) -> None:
     write_atomic(layout.state_json(container_id), dump_json(state.to_json()))
+
+
+def monitor_exit_code(layout: StoreLayout, container_id: str) -> int | None:
+    """The exit code conmon wrote for the container's PID 1, if it did."""
+    try:
+        with open(f"{layout.monitor_dir(container_id)}/exit") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None

@@ -12,6 +12,9 @@ import time
 
 import pytest
 
+from overlayctl.kernel.proc import is_alive, wait_gone
+from overlayctl.store.state import RunState
+
 from ..cli import run_as_nobody, store_cmd
 
 pytestmark = pytest.mark.root
@@ -263,39 +266,63 @@ def test_stdin_passes_through_with_i(ctl):
     assert ctl("run", "--rm", "busybox", "--", "cat").stdout == ""  # without -i: /dev/null
 
 
-def run_then_kill(store, *args: str) -> str:
-    """Start 'overlayctl run ARGS' (printing "ready" first), SIGKILL it; the container ID."""
+def run_then_kill(store, *args: str) -> RunState:
+    """Start 'overlayctl run ARGS' (printing "ready" first), SIGKILL overlayctl; the container's state."""
     cmd = store_cmd(store, "run", *args)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline() == "ready\n"
         state = store.containers.get("victim")
-        pid1 = state.run.pid
         proc.kill()
         proc.wait()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    deadline = time.time() + 10
-    while os.path.exists(f"/proc/{pid1}") and time.time() < deadline:
-        time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{pid1}")  # PR_SET_PDEATHSIG took PID 1 down
-    return state.record.id
+        proc.stdout.close()
+    return state
 
 
-def test_killed_overlayctl_leaves_no_leak(ctl):
-    """SIGKILL of the monitor takes the container with it; the next command cleans up."""
-    record_id = run_then_kill(
+def test_killed_overlayctl_leaves_the_container_to_conmon(ctl):
+    """As with docker or podman run: the container runs on, and its monitor cleans up when it ends."""
+    state = run_then_kill(
         ctl.store, "--name", "victim", "--memory", "64m", "busybox", "--", "sh", "-c", "echo ready; sleep 60"
     )
+    assert os.path.exists(f"/proc/{state.run.pid}") and os.path.exists(f"/proc/{state.run.monitor}")
+    assert json.loads(ctl("ps", "--json").stdout)[0]["state"] == "running"
+    ctl("stop", "-t", "1", "victim")
+    listed = json.loads(ctl("ps", "-a", "--json").stdout)[0]
+    assert listed["state"] == "exited" and listed["exit_code"] == 137 and listed["run"]["error"] == ""
+    assert leftovers(ctl.store, state.record.id) == []
+    ctl("rm", "victim")
+
+
+def test_killed_monitor_leaves_no_leak(ctl):
+    """SIGKILL of conmon: a listing shows the container exited; the next verb that changes state reaps it."""
+    ctl("run", "-d", "--name", "victim", "--memory", "64m", "busybox", "--", "sleep", "60")
+    state = ctl.store.containers.get("victim")
+    os.kill(state.run.monitor, signal.SIGKILL)
+    assert wait_gone(state.run.monitor, 5)
     listed = json.loads(ctl("ps", "-a", "--json").stdout)
     assert listed[0]["state"] == "exited" and "monitor died" in listed[0]["run"]["error"]
-    assert leftovers(ctl.store, record_id) != []  # a listing reads; it does not clean up
+    assert leftovers(ctl.store, state.record.id) != []  # a listing reads; it does not clean up
     report = json.loads(ctl("check", "--repair", "--json").stdout)
-    assert [p["message"] for p in report["removed"]] == ["container victim: its overlayctl monitor died"]
-    assert leftovers(ctl.store, record_id) == []
+    assert [p["message"] for p in report["removed"]] == ["container victim: its monitor died"]
+    assert not is_alive(state.run.pid, state.run.pid_start)  # at most a zombie of the host's init
+    assert leftovers(ctl.store, state.record.id) == []
     ctl("rm", "victim")
+
+
+def test_detached_exit_code_is_written_by_conmon(ctl):
+    """No overlayctl process waits for a detached container: conmon's exit command records its end."""
+    ctl("run", "-d", "--name", "quick", "busybox", "--", "sh", "-c", "exit 7")
+    deadline = time.time() + 20
+    while ctl.store.containers.get("quick").run.status == "running" and time.time() < deadline:
+        time.sleep(0.05)
+    state = ctl.store.containers.get("quick")
+    assert state.run.status == "exited" and state.run.exit_code == 7 and state.run.error == ""
+    assert leftovers(ctl.store, state.record.id) == []
+    ctl("rm", "quick")
 
 
 def test_clear_errors(ctl, tmp_path):
@@ -424,14 +451,15 @@ def test_container_mount_refused_while_running(ctl):
     assert ctl.store.containers.list() == []
 
 
-def test_killed_overlayctl_on_the_bridge_leaves_no_leak(ctl, bridge):
+def test_killed_monitor_on_the_bridge_leaves_no_leak(ctl, bridge):
     name, _ = bridge
     store = ctl.store
-    record_id = run_then_kill(
-        store, "--name", "victim", "--network", "bridge", "busybox", "--", "sh", "-c", "echo ready; sleep 60"
-    )
+    ctl("run", "-d", "--name", "victim", "--network", "bridge", "busybox", "--", "sleep", "60")
+    state = store.containers.get("victim")
+    os.kill(state.run.monitor, signal.SIGKILL)
+    assert wait_gone(state.run.monitor, 5)
     ctl("rm", "-f", "victim")  # a verb that changes state reaps
-    assert leftovers(store, record_id) == []
+    assert leftovers(store, state.record.id) == []
     assert not os.path.exists(f"/sys/class/net/{name}")
     assert json.loads(ctl("network", "show", "--json").stdout)["addresses"] == {}
 

@@ -144,14 +144,12 @@ def test_limits_parse_and_json_round_trip():
     assert limits == Limits(memory=64 * MiB, pids=20, cpus=0.5)
     assert limits.to_json() == {"memory": 64 * MiB, "pids": 20, "cpus": 0.5}
     assert Limits.from_json(limits.to_json()) == limits
-    assert limits.controllers() == {"memory", "pids", "cpu"}
 
 
 def test_limits_none_means_unlimited():
     assert Limits.parse(None, None, None) == Limits()
     assert Limits.from_json(Limits().to_json()) == Limits()
     assert Limits.from_json({}) == Limits()
-    assert Limits().controllers() == set()
 
 
 @pytest.mark.parametrize(
