@@ -211,13 +211,18 @@ oc mounts --container one
 oc container inspect one
 
 # --- 8 ----------------------------------------------------------------------
-section "8. run containers: the overlay as root, in namespaces of their own"
+section "8. run containers: an OCI runtime on the overlay, contained as Docker does it"
 oc container unmount three
 oc run --rm busybox:v2 -- cat /etc/motd
-note "PID 1 is the container's own init; only the container's processes are visible"
+note "PID 1 is the command itself, as in Docker; only the container's processes are visible"
 oc run --rm --hostname demo busybox:v2 -- sh -c 'hostname; ps'
 note "--network none: a network namespace with only loopback, up"
 oc run --rm busybox:v2 -- ip -o link
+note "Docker's default profile: 14 capabilities, a seccomp filter; the runtime (runc or crun) applies it"
+oc run --rm busybox:v2 -- grep -E '^(CapEff|Seccomp):' /proc/self/status
+oc run --rm busybox:v2 -- sh -c 'unshare -m true || echo "unshare refused"; cat /proc/kcore 2>/dev/null | head -c1 | wc -c'
+note "the profile is decided in one place, the container's OCI config (container spec NAME prints it)"
+oc info | grep -A2 'OCI runtime'
 note "the command's exit code is overlayctl's"
 set +e
 oc run --rm busybox:v2 -- sh -c 'exit 42'
