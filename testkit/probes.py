@@ -35,6 +35,8 @@ import subprocess
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from overlayctl.runtime.profile import ALL_CAPS
+
 ALLOWED = "ALLOWED"
 BLOCKED = "BLOCKED"
 
@@ -58,50 +60,8 @@ DOCKER_DEFAULT_CAPS = (
     "AUDIT_WRITE",
 )
 
-# Capability names by bit number (linux/capability.h), without CAP_.
-CAPABILITIES = (
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-)
+# Capability names by bit number (linux/capability.h), without CAP_: a kernel fact, not a policy.
+CAPABILITIES = ALL_CAPS
 
 DOCKER_DEFAULT_CAP_MASK = sum(1 << CAPABILITIES.index(cap) for cap in DOCKER_DEFAULT_CAPS)  # 0x00000000a80425fb
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import os
 import pty
+import struct
 import subprocess
 import sys
+import termios
 import warnings
 from collections.abc import Sequence
 
@@ -88,6 +91,35 @@ def store_cli(store, *args: str, input: str | None = None) -> subprocess.Complet
     return run_cli(store.layout.root, store.layout.run_root, *args, input=input)
 
 
+def _read_until_closed(leader: int) -> bytes:
+    """What a pseudo-terminal shows until every process holding its other end closed it (EIO)."""
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: every writer closed the terminal
+            return shown
+        if not chunk:
+            return shown
+        shown += chunk
+
+
+def run_on_a_terminal(cmd: list[str], rows: int = 24, cols: int = 80) -> tuple[int, str]:
+    """Run cmd with a pseudo-terminal of this size as its stdin, stdout and stderr; its exit code and the screen."""
+    leader, follower = pty.openpty()
+    try:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        proc = subprocess.Popen(cmd, stdin=follower, stdout=follower, stderr=follower, start_new_session=True)
+        os.close(follower)
+        follower = -1
+        shown = _read_until_closed(leader)
+        return proc.wait(timeout=120), shown.decode(errors="replace")
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+
+
 def with_stderr_on_a_terminal(cmd: list[str]) -> tuple[subprocess.CompletedProcess, str]:
     """Run cmd with a pseudo-terminal as its stderr (stdout piped); the result and what the terminal showed."""
     master, slave = pty.openpty()
@@ -95,15 +127,7 @@ def with_stderr_on_a_terminal(cmd: list[str]) -> tuple[subprocess.CompletedProce
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
         os.close(slave)
         slave = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: every writer closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
+        shown = _read_until_closed(master)
         stdout, _ = proc.communicate(timeout=120)
     finally:
         os.close(master)

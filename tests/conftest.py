@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -169,3 +171,22 @@ def busybox(store, busybox_rootfs):
     """The store with busybox imported as busybox:latest."""
     store.images.import_rootfs(str(busybox_rootfs), tag="busybox")
     return store
+
+
+@pytest.fixture
+def busybox_searchable(busybox_rootfs):
+    """A store holding busybox under a directory others may search (--userns=auto needs it; tmp_path is 0700)."""
+    from overlayctl import LayerStore
+
+    base = tempfile.mkdtemp(prefix="overlayctl-userns-", dir="/var/tmp")
+    os.chmod(base, 0o711)
+    store = LayerStore(root=f"{base}/root", run_root=f"{base}/run")
+    try:
+        store.images.import_rootfs(str(busybox_rootfs), tag="busybox")
+        yield store
+    finally:
+        for state in store.containers.list():
+            if state.run.status == "running":
+                store.runtime.stop(state.record.id, timeout=0)
+        _cleanup_store(store)
+        shutil.rmtree(base)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -191,6 +190,8 @@ def _stage_all(
             staged[chain] = _stage(layers, archive, layer, events, cancel)
             events.layer_done()
         return
+    from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait  # only here: not a light import
+
     with ThreadPoolExecutor(workers, thread_name_prefix="overlayctl-load") as pool:
         futures: dict[Future, str] = {
             pool.submit(_stage, layers, archive, layer, events, cancel): chain for chain, layer in todo.items()

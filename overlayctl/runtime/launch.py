@@ -29,7 +29,7 @@ from ..store import containers as ctrs
 from ..store.records import ContainerRecord
 from ..store.state import read_state, write_state
 from . import bundle
-from .monitor import EXIT_SETUP_FAILED, _check_command, _waitpid, wait_for_file
+from .children import EXIT_SETUP_FAILED, check_command, wait_for_file, waitpid
 from .oci import OciRuntime
 from .ocispec import HostFacts, environment
 from .spec import RunSpec
@@ -57,7 +57,7 @@ class Launch:
         os.close(self.events_fd)
         self.events_fd = -1
         if not self.attach:
-            _waitpid(self.child)  # conmon's first process exits once its daemon runs
+            waitpid(self.child)  # conmon's first process exits once its daemon runs
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
@@ -90,7 +90,7 @@ class Launch:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.child, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
-            _waitpid(self.child)
+            waitpid(self.child)
 
 
 class StartGuard:
@@ -151,7 +151,7 @@ class StartGuard:
             os.write(self._write_fd, b"s" if started else b"d")
         os.close(self._write_fd)
         self._write_fd = -1
-        _waitpid(self.pid)
+        waitpid(self.pid)
 
 
 def _pid_in(path: str) -> int | None:
@@ -314,7 +314,7 @@ def _set_up_namespaces(ctx, record: ContainerRecord, spec: RunSpec, facts: HostF
     merged = plan.target
     user = resolve_user(merged, spec.user)
     os.makedirs(inside(merged, spec.workdir or "/"), exist_ok=True)  # as Docker does for a missing WorkingDir
-    _check_command(merged, spec.argv[0], environment(spec, record.hostname, user.home))
+    check_command(merged, spec.argv[0], environment(spec, record.hostname, user.home))
     bundle.write_config(layout, record, spec, user, facts)
 
 

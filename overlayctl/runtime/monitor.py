@@ -26,10 +26,9 @@ import os
 import shutil
 import signal
 import sys
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..errors import CommandNotFound, ContainerFailed, InUse, NotFound, OverlayctlError
+from ..errors import InUse, NotFound, OverlayctlError
 from ..kernel import _libc, ns
 from ..kernel.proc import is_alive, start_time, wait_gone
 from ..store import containers as ctrs
@@ -37,17 +36,11 @@ from ..store.layout import StoreLayout
 from ..store.records import ContainerRecord
 from ..store.state import DEAD_MONITOR, RunState, monitor_exit_code, read_state, write_state
 from . import bundle, oci
+from .children import SignalForwarder, check_command, waitpid
 from .spec import RunSpec
 
 if TYPE_CHECKING:
     from ..api._context import StoreContext
-
-#: Signals a foreground run passes on to the container.
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-#: Exit codes for failures before the command runs (as Docker's).
-EXIT_SETUP_FAILED = 125
-EXIT_NOT_FOUND = 127
 
 
 def spec_of(record: ContainerRecord) -> RunSpec:
@@ -106,37 +99,6 @@ def start(ctx: StoreContext, record: ContainerRecord, *, attach: bool) -> int:
         return _wait(ctx, record, launched)
 
 
-class SignalForwarder:
-    """Pass the signals overlayctl gets on to a process; those that come before it is known, once it is."""
-
-    def __init__(self, *, active: bool = True) -> None:
-        self.active = active
-        self.target: int | None = None
-        self.pending: list[int] = []
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> SignalForwarder:
-        if self.active:
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in FORWARDED}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.target is None:
-            self.pending.append(signum)
-        else:
-            _forward(self.target, signum)
-
-    def point_at(self, pid: int | None) -> None:
-        self.target = pid
-        for signum in self.pending:
-            _forward(pid, signum)
-        self.pending.clear()
-
-
 def _started(ctx: StoreContext, record, launched, runtime: oci.OciRuntime) -> RunState:
     """Record PID 1 and conmon, attach the bridge, then let the command run."""
     from dataclasses import replace
@@ -167,7 +129,7 @@ def _started(ctx: StoreContext, record, launched, runtime: oci.OciRuntime) -> Ru
 
 def _wait(ctx: StoreContext, record: ContainerRecord, launched) -> int:
     """The foreground: wait for the monitor to end; clean up."""
-    status = _waitpid(launched.child)
+    status = waitpid(launched.child)
     code = os.waitstatus_to_exitcode(status)
     code = code if code >= 0 else 128 - code
     exit_file = f"{ctx.layout.monitor_dir(record.id)}/exit"
@@ -176,20 +138,6 @@ def _wait(ctx: StoreContext, record: ContainerRecord, launched) -> int:
             f.write(str(code))
     finish(ctx, record.id)
     return code
-
-
-def _waitpid(pid: int) -> int:
-    while True:
-        try:
-            return os.waitpid(pid, 0)[1]
-        except InterruptedError:
-            continue
-
-
-def _forward(pid: int | None, signum: int) -> None:
-    if pid:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
 
 
 def finish(ctx: StoreContext, container_id: str, *, error: str = "") -> bool:
@@ -308,7 +256,7 @@ def exec_in(
         raise InvalidArgument("give a command to run", hint=f"overlayctl exec {record.name} -- sh")
     config = bundle.read_config(ctx.layout, record.id)
     process = dict(config["process"], args=list(argv), terminal=tty)
-    _check_command(f"/proc/{state.pid}/root", argv[0], process["env"])
+    check_command(f"/proc/{state.pid}/root", argv[0], process["env"])
     path = f"{ctx.layout.monitor_dir(record.id)}/exec-{os.getpid()}.json"
     with open(path, "w") as f:
         json.dump(process, f)
@@ -324,48 +272,3 @@ def exec_in(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-
-
-def _check_command(root: str, name: str, env: list[str]) -> None:
-    """Fail with exit 127 and a clear line when the command is not in the container (chroot in a fork)."""
-    from .users import find_command
-
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    child = os.fork()
-    if child == 0:
-        code = 0
-        try:
-            os.close(read_fd)
-            os.chroot(root)
-            os.chdir("/")
-            find_command(name, env)
-        except CommandNotFound as exc:
-            os.write(write_fd, exc.message.encode())
-            code = EXIT_NOT_FOUND
-        except BaseException as exc:  # noqa: BLE001 - a forked child never returns into the caller
-            os.write(write_fd, str(exc).encode(errors="replace"))
-            code = EXIT_SETUP_FAILED
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        message = pipe.read().decode(errors="replace")
-    status = os.waitstatus_to_exitcode(_waitpid(child))
-    if status == EXIT_NOT_FOUND:
-        raise ContainerFailed(message, EXIT_NOT_FOUND)
-    if status:
-        raise OverlayctlError(f"cannot look up {name} in the container: {message or 'unknown error'}")
-
-
-def wait_for_file(path: str, alive: int, timeout: float = 30.0) -> str:
-    """The content of a file another process writes, once it is there (while that process lives)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(FileNotFoundError):
-            text = open(path).read().strip()
-            if text:
-                return text
-        if not is_alive(alive):
-            break
-        time.sleep(0.005)
-    raise OverlayctlError(f"the container did not start (no {os.path.basename(path)} written)")

@@ -73,7 +73,8 @@ def discard(path: str) -> None:
         os.unlink(path)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this pid exists (a zombie counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,7 +89,7 @@ def abandoned(name: str) -> bool:
     pid_text = name.split("-", 1)[0]
     if not pid_text.isdigit():
         return True
-    return int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
+    return int(pid_text) != os.getpid() and not pid_alive(int(pid_text))
 
 
 def sweep_staging(staging_root: str) -> list[str]:

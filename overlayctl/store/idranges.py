@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from ..errors import StoreError
 from ..plan.idmap import DEFAULT_RANGE_SIZE, MAX_ID, IdRange
-from .atomic import write_atomic
+from .atomic import pid_alive, write_atomic
 from .layout import StoreLayout
 from .lock import StoreLock
 from .records import dump_json, load_json
@@ -243,7 +243,7 @@ def _shadow_lock(path: str) -> Iterator[None]:
                 break
             except FileExistsError:
                 holder = _lock_holder(lock)
-                if holder is not None and not _alive(holder):
+                if holder is not None and not pid_alive(holder):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(lock)
                     continue
@@ -267,16 +267,6 @@ def _lock_holder(lock: str) -> int | None:
             return int(f.read(32).strip() or b"0") or None
     except (FileNotFoundError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- ranges handed to containers ----------------------------------------------------

@@ -10,8 +10,6 @@ run, so the fd and environ probes check that nothing of the caller gets in.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import pytest
 
@@ -32,7 +30,6 @@ from testkit.probes import (
     table_script,
 )
 
-from ..conftest import _cleanup_store
 from . import test_run
 
 ctl = test_run.ctl  # the fixture: overlayctl as a real process against a store holding busybox
@@ -105,19 +102,9 @@ class TestUsernsAuto:
     """--userns auto: root in the container is an unprivileged user of the host, and as contained as ever."""
 
     @pytest.fixture
-    def busybox(self, busybox_rootfs):
-        """A store holding busybox, under a directory others may search (--userns auto needs it; tmp_path is 0700)."""
-        from overlayctl import LayerStore
-
-        base = tempfile.mkdtemp(prefix="overlayctl-containment-", dir="/var/tmp")
-        os.chmod(base, 0o711)
-        store = LayerStore(root=f"{base}/root", run_root=f"{base}/run")
-        try:
-            store.images.import_rootfs(str(busybox_rootfs), tag="busybox")
-            yield store
-        finally:
-            _cleanup_store(store)
-            shutil.rmtree(base)
+    def busybox(self, busybox_searchable):
+        """The store of ``ctl``: one under a directory others may search."""
+        return busybox_searchable
 
     def test_probe_table(self, ctl, tmp_path):
         """Every probe BLOCKED, as in a default container."""

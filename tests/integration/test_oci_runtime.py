@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
-import select
 import shutil
-import struct
 import subprocess
-import tempfile
-import termios
-import time
 
 import pytest
 
 from overlayctl.runtime.profile import DEFAULT_CAPS
 
-from ..cli import store_cmd
-from ..conftest import _cleanup_store
+from ..cli import run_on_a_terminal, store_cmd
 from . import test_run
 
 pytestmark = pytest.mark.root
@@ -101,70 +93,26 @@ def test_unknown_runtime_and_refused_flags_are_one_line(ctl):
         ctl("rm", state.record.id)
 
 
-def _run_on_a_terminal(argv: list[str], rows: int = 31, cols: int = 97, timeout: float = 30) -> tuple[int, str]:
-    """Run argv with a pseudo-terminal of this size as its stdio; its exit code and what it wrote."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    proc = subprocess.Popen(argv, stdin=follower, stdout=follower, stderr=follower, start_new_session=True)
-    os.close(follower)
-    output = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(leader, 4096)
-                except OSError:  # EIO: every follower end is closed
-                    break
-                if not chunk:
-                    break
-                output += chunk
-            elif proc.poll() is not None:
-                break
-        return proc.wait(timeout=10), output.decode(errors="replace")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(leader)
-
-
 def test_run_and_exec_with_a_terminal(ctl):
     # The runtime sets the window size just after the command starts: ask until it is there.
     script = (
         "test -t 0 && test -t 1 && echo ON-A-TTY; for i in 1 2 3 4 5 6 7 8 9; do"
         ' s=$(stty size 2>/dev/null); [ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.2; done; echo "size $s"; exit 4'
     )
-    code, output = _run_on_a_terminal(store_cmd(ctl.store, "run", "--rm", "-it", "busybox", "--", "sh", "-c", script))
+    code, output = run_on_a_terminal(
+        store_cmd(ctl.store, "run", "--rm", "-it", "busybox", "--", "sh", "-c", script), 31, 97
+    )
     assert code == 4 and "ON-A-TTY" in output and "size 31 97" in output, output
     ctl("run", "-d", "--name", "t", "busybox", "--", "sleep", "60")
-    code, output = _run_on_a_terminal(store_cmd(ctl.store, "exec", "-it", "t", "sh", "-c", script), rows=20, cols=50)
+    code, output = run_on_a_terminal(store_cmd(ctl.store, "exec", "-it", "t", "sh", "-c", script), 20, 50)
     assert code == 4 and "ON-A-TTY" in output and "size 20 50" in output, output
     ctl("rm", "-f", "t")
     assert ctl.store.containers.list() == []
 
 
-@pytest.fixture
-def searchable(busybox_rootfs):
-    """A store holding busybox under a directory others may search (--userns=auto needs it; tmp_path is 0700)."""
-    from overlayctl import LayerStore
+def test_userns_auto_root_is_nobody_on_the_host(busybox_searchable):
+    searchable = busybox_searchable
 
-    base = tempfile.mkdtemp(prefix="overlayctl-userns-", dir="/var/tmp")
-    os.chmod(base, 0o711)
-    store = LayerStore(root=f"{base}/root", run_root=f"{base}/run")
-    try:
-        store.images.import_rootfs(str(busybox_rootfs), tag="busybox")
-        yield store
-    finally:
-        for state in store.containers.list():
-            if state.run.status == "running":
-                store.runtime.stop(state.record.id, timeout=0)
-        _cleanup_store(store)
-        shutil.rmtree(base)
-
-
-def test_userns_auto_root_is_nobody_on_the_host(searchable, tmp_path):
     def ctl(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(store_cmd(searchable, *args), capture_output=True, text=True, timeout=60)
 

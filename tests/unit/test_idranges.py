@@ -44,21 +44,6 @@ R = IdRange(196608, 65536)
 
 
 @pytest.fixture
-def layout(tmp_path):
-    root = tmp_path / "root"
-    root.mkdir()
-    return StoreLayout(str(root), str(tmp_path / "run"))
-
-
-@pytest.fixture
-def lock(layout):
-    """The store lock, held: allocate and release change idranges.json only under it."""
-    lock = StoreLock(layout.lock, timeout=10)
-    with lock:
-        yield lock
-
-
-@pytest.fixture
 def subids(tmp_path):
     """Paths of an empty subuid and subgid file, as keyword arguments."""
     (tmp_path / "subuid").write_text("")

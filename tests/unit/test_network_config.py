@@ -23,21 +23,6 @@ from overlayctl.store.network import (
 CID = [f"{i:02x}" * 32 for i in range(1, 40)]
 
 
-@pytest.fixture
-def layout(tmp_path):
-    root = tmp_path / "root"
-    root.mkdir()
-    return StoreLayout(str(root), str(tmp_path / "run"))
-
-
-@pytest.fixture
-def lock(layout):
-    """The store lock, held: the network functions change network.json only under it."""
-    lock = StoreLock(layout.lock, timeout=10)
-    with lock:
-        yield lock
-
-
 def test_changes_outside_the_lock_are_refused(tmp_path):
     layout = StoreLayout(str(tmp_path), str(tmp_path / "run"))
     with pytest.raises(AssertionError, match="outside the store lock"):
