@@ -19,6 +19,12 @@ BENCH_ARGS  ?=
 
 # Debian packages the test suite, the demo and the lint target need.
 APT_PKGS    := busybox-static shellcheck vagrant docker.io iproute2 util-linux tar strace e2fsprogs podman skopeo runc crun conmon tini docker-compose
+# Registries for the pull/push tests (tests/registry): htpasswd -B makes their bcrypt
+# password files, openssl their certificates and token keys.
+APT_PKGS    += apache2-utils openssl
+# Installed with services forbidden (ensure_pkgs_nostart): docker-registry's postinst
+# would start a registry listening on all interfaces; the tests start their own.
+NOSTART_PKGS := docker-registry
 # Needed only to create the virtualenv.
 VENV_PKGS   := python3 python3-venv
 
@@ -44,10 +50,55 @@ if (( $${#missing[@]} )); then \
 fi
 endef
 
+# $(call ensure_pkgs_nostart,PKG...): ensure_pkgs, with no service of theirs
+# started, then or at boot.  While apt runs, /usr/sbin/policy-rc.d is one that
+# exits 101 ("action forbidden", invoke-rc.d(8); deb-systemd-invoke honours it
+# too); the one that was there is put back after, also when the install fails or
+# is interrupted, and at the start of the next run after a SIGKILL (a lock keeps
+# two runs from swapping it at once).  Then their units and init scripts are
+# disabled, as the postinst enables both for the next boot (systemctl disable
+# works without a running systemd; deb-systemd-helper refuses outside dpkg).
+define ensure_pkgs_nostart
+rc=/usr/sbin/policy-rc.d; saved=/usr/sbin/policy-rc.d.overlayctl-saved; \
+sudo=(); [[ $$(id -u) -eq 0 ]] || sudo=(sudo); \
+exec 9>>/run/lock/overlayctl-policy-rc.lock; flock -w 1200 9; \
+if [[ -e $$saved ]]; then \
+  echo "deps: putting back $$rc, saved by an install that was killed"; \
+  "$${sudo[@]}" mv -f "$$saved" "$$rc"; \
+fi; \
+missing=(); \
+for p in $(1); do \
+  st=$$(dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null || true); \
+  [[ $$st == *' ok installed' ]] || missing+=("$$p"); \
+done; \
+if (( $${#missing[@]} )); then \
+  if (( $${#sudo[@]} )) && ! command -v sudo >/dev/null; then \
+    echo "deps: need root (or sudo) to install $${missing[*]}" >&2; exit 1; \
+  fi; \
+  restore() { \
+    if [[ -e $$saved ]]; then "$${sudo[@]}" mv -f "$$saved" "$$rc"; else "$${sudo[@]}" rm -f "$$rc"; fi; \
+  }; \
+  if [[ -e $$rc ]]; then "$${sudo[@]}" cp -p "$$rc" "$$saved"; fi; \
+  trap restore EXIT; trap 'exit 130' INT TERM HUP; \
+  printf '#!/bin/sh\n# overlayctl make deps: no service starts while it installs %s\nexit 101\n' "$${missing[*]}" \
+    | "$${sudo[@]}" tee "$$rc.new" >/dev/null; \
+  "$${sudo[@]}" chmod 755 "$$rc.new"; \
+  "$${sudo[@]}" mv -f "$$rc.new" "$$rc"; \
+  ( $(call ensure_pkgs,$(1)) ); \
+  for p in "$${missing[@]}"; do \
+    if [[ -e /lib/systemd/system/$$p.service ]] && command -v systemctl >/dev/null; then \
+      "$${sudo[@]}" systemctl --quiet disable "$$p.service"; \
+    fi; \
+    if [[ -e /etc/init.d/$$p ]]; then "$${sudo[@]}" update-rc.d "$$p" disable >/dev/null 2>&1; fi; \
+  done; \
+fi
+endef
+
 .PHONY: deps test demo bench lint clean
 
 deps:
 	@$(call ensure_pkgs,$(APT_PKGS))
+	@$(call ensure_pkgs_nostart,$(NOSTART_PKGS))
 
 # The venv itself: created when missing (or broken), then the package and its
 # test extra installed; the stamp re-runs the install when pyproject.toml changes.

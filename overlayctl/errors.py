@@ -12,6 +12,8 @@
     │                        no space left (ENOSPC, EDQUOT)
     ├── ArchiveError         unreadable or unsupported archive
     │   └── UnsafeArchive    entry escapes the layer (.., absolute, symlink or hardlink outside)
+    ├── RegistryError        a registry, its token server or a credential helper refused or answered
+    │                        something unusable; Docker's config.json unreadable
     ├── ContainerFailed      the container's command could not start; exit_code is the container's
     │   └── CommandNotFound  no such command in the container (exit 127)
     └── KernelError          any other failed system call; .detail is the kernel's own text
@@ -87,6 +89,10 @@ class ArchiveError(OverlayctlError):
 
 class UnsafeArchive(ArchiveError):
     """An archive entry would write outside the layer or forge overlay metadata."""
+
+
+class RegistryError(OverlayctlError):
+    """Registry access failed: the registry, its token server or a credential helper, or Docker's config.json."""
 
 
 class ContainerFailed(OverlayctlError):

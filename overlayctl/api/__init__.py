@@ -27,6 +27,9 @@ from ._context import STORE_FORMAT, StoreContext
 from ._images import HistoryEntry, ImageRemoval, Images
 from ._layers import Layers
 from ._mounts import MountedDir, Mounts, OverlayMount, union_workdir
+from ._pull import PulledLayer, PullReport
+from ._push import PushedBlob, PushReport
+from ._registries import Registries
 from ._running import NetworkInfo, Runtime
 from ._system import CheckReport, DiskUsage, ImageUsage, PruneReport, System
 
@@ -47,6 +50,11 @@ __all__ = [
     "NetworkInfo",
     "OverlayMount",
     "PruneReport",
+    "PulledLayer",
+    "PullReport",
+    "PushReport",
+    "PushedBlob",
+    "Registries",
     "Runtime",
     "System",
     "union_workdir",
@@ -59,8 +67,8 @@ class LayerStore:
     Its parts: ``layers`` (read-only, content addressed by chain ID),
     ``images`` (ordered stacks of layers, and tags), ``containers`` (an
     image plus an init layer and a writable upper), ``runtime`` (running
-    containers), ``mounts`` (what the kernel has mounted) and ``system``
-    (check, disk usage, prune).  References accept tags, names and unique
+    containers), ``mounts`` (what the kernel has mounted), ``system``
+    (check, disk usage, prune) and ``registries`` (pull, push, login).  References accept tags, names and unique
     ID prefixes everywhere.  ``lock_timeout`` bounds the wait for another
     process's change to the store.
 
@@ -87,6 +95,7 @@ class LayerStore:
         self.runtime = Runtime(ctx, self.images, self.containers)
         self.mounts = Mounts(ctx, self.containers)
         self.system = System(ctx, self.containers, self.runtime)
+        self.registries = Registries(ctx, self.layers)
         self._ctx = ctx
 
     @property

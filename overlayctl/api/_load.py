@@ -95,11 +95,9 @@ def load_archive(
     from ..distribution.platform import parse_platform
     from ..distribution.reader import open_archive
     from ..distribution.refs import normalize_ref
-    from ..plan.options import check_layer_count
 
     extra = normalize_ref(tag) if tag else None
     wanted = parse_platform(platform) if platform else None
-    events = serialized(progress)
     ctx.ensure_root()
     with open_archive(source, ctx.layout.staging) as archive:
         plan = plan_archive(archive, wanted)
@@ -108,33 +106,51 @@ def load_archive(
                 f"--tag needs an archive of one image; this one has {len(plan.images)}",
                 hint="load without --tag, then use 'overlayctl image tag'",
             )
-        for image in plan.images:
-            check_layer_count(len(image.layers))
-        todo: dict[str, LayerPlan] = {}  # chain ID: the layer to unpack, base first
-        reused = 0
-        for image in plan.images:
-            for layer, chain in zip(image.layers, chain_ids(image.diff_ids)):
-                if chain in todo:
-                    continue
-                if os.path.isdir(ctx.layout.layer_dir(chain)):
-                    reused += 1
-                else:
-                    todo[chain] = layer
-        if progress is not None:
-            events.start(len(todo) + reused, sum(_blob_size(archive, layer) for layer in todo.values()))
-            for _ in range(reused):
-                events.layer_done()
-        if workers is None:
-            workers = min(os.cpu_count() or 1, MAX_WORKERS)
-        if not archive.concurrent_blobs:
-            workers = 1
-        staged: dict[str, lyrs.StagedLayer] = {}
-        try:
-            _stage_all(layers, archive, todo, staged, events, max(1, min(workers, len(todo))))
-            report = _publish(ctx, plan.images, staged, extra)
-        finally:
-            for layer_files in staged.values():
-                layer_files.discard()
+        return load_images(ctx, layers, archive, plan.images, extra=extra, progress=progress, workers=workers)
+
+
+def load_images(
+    ctx: StoreContext,
+    layers: Layers,
+    archive: Archive,
+    images: tuple[ImagePlan, ...],
+    *,
+    extra: str | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    verb: str = "image load",
+) -> LoadReport:
+    """Stage the layers of images not in the store yet (in parallel where the archive allows), then publish."""
+    from ..plan.options import check_layer_count
+
+    events = serialized(progress)
+    for image in images:
+        check_layer_count(len(image.layers))
+    todo: dict[str, LayerPlan] = {}  # chain ID: the layer to unpack, base first
+    reused = 0
+    for image in images:
+        for layer, chain in zip(image.layers, chain_ids(image.diff_ids)):
+            if chain in todo:
+                continue
+            if os.path.isdir(ctx.layout.layer_dir(chain)):
+                reused += 1
+            else:
+                todo[chain] = layer
+    if progress is not None:
+        events.start(len(todo) + reused, sum(_blob_size(archive, layer) for layer in todo.values()))
+        for _ in range(reused):
+            events.layer_done()
+    if workers is None:
+        workers = min(os.cpu_count() or 1, MAX_WORKERS)
+    if not archive.concurrent_blobs:
+        workers = 1
+    staged: dict[str, lyrs.StagedLayer] = {}
+    try:
+        _stage_all(layers, archive, todo, staged, events, max(1, min(workers, len(todo))))
+        report = _publish(ctx, images, staged, extra, verb)
+    finally:
+        for layer_files in staged.values():
+            layer_files.discard()
     events.finish()
     return report
 
@@ -257,13 +273,17 @@ def _stage(
 
 
 def _publish(
-    ctx: StoreContext, images: tuple[ImagePlan, ...], staged: dict[str, lyrs.StagedLayer], extra: str | None
+    ctx: StoreContext,
+    images: tuple[ImagePlan, ...],
+    staged: dict[str, lyrs.StagedLayer],
+    extra: str | None,
+    verb: str,
 ) -> LoadReport:
     """The load's one transaction: layers bottom up, image records, then all the tags at once."""
     layout = ctx.layout
     written = reused = size = 0
     loaded: list[LoadedImage] = []
-    with ctx.transaction("image load") as txn:
+    with ctx.transaction(verb) as txn:
         new_here: set[str] = set()
         records = []
         for image in images:

@@ -11,6 +11,7 @@ OCI_LAYOUT_VERSION = "1.0.0"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
@@ -29,7 +30,7 @@ LAYER_TYPES: dict[str, str] = {
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": GZIP,
     "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": ZSTD,
     "application/vnd.docker.image.rootfs.diff.tar": NONE,
-    "application/vnd.docker.image.rootfs.diff.tar.gzip": GZIP,
+    DOCKER_LAYER_GZIP: GZIP,
     "application/vnd.docker.image.rootfs.foreign.diff.tar": NONE,
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": GZIP,
 }

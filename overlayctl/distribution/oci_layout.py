@@ -50,6 +50,16 @@ def plan_oci_layout(src: ArchiveSource, wanted: Platform, *, explicit: bool) -> 
     return images
 
 
+def resolve_image(src: ArchiveSource, desc: Descriptor, where: str, wanted: Platform, tags: list[str]) -> ImagePlan:
+    """The image one descriptor names (a manifest, or an index followed down to ``wanted``)."""
+    skipped: list[str] = []
+    image = _resolve(src, desc, where, wanted, True, tags, depth=0, skipped=skipped)
+    if image is None:
+        have = ", ".join(sorted(set(skipped)))
+        raise ArchiveError(f"{where} has no image for {wanted} (it has {have})", hint="choose one with --platform")
+    return image
+
+
 def _check_layout(src: ArchiveSource) -> None:
     if not src.exists(LAYOUT):
         raise ArchiveError(f"not an OCI image layout: no {LAYOUT} file")

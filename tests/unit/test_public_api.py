@@ -32,6 +32,11 @@ def test_exported_members():
         "OverlayctlError",
         "Problem",
         "PruneReport",
+        "PullReport",
+        "PulledLayer",
+        "PushReport",
+        "PushedBlob",
+        "Registries",
         "RunState",
         "Runtime",
         "System",
@@ -46,7 +51,7 @@ def test_the_store_shows_its_parts():
 
     verbs = [n for n in vars(LayerStore) if not n.startswith("_") and callable(getattr(LayerStore, n))]
     assert verbs == []
-    for part in ("Layers", "Images", "Containers", "Runtime", "Mounts", "System"):
+    for part in ("Layers", "Images", "Containers", "Runtime", "Mounts", "System", "Registries"):
         public = [n for n in vars(getattr(overlayctl, part)) if not n.startswith("_")]
         assert 3 <= len(public) <= 14, (part, public)
 

@@ -1,0 +1,1 @@
+"""Talking to image registries: authentication, Docker's credential store, pull and push."""

@@ -1,0 +1,197 @@
+"""overlayctl pull, push, login and logout against real registries (docker-registry 2.8 on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+
+from ..cli import store_cmd
+
+pytestmark = pytest.mark.root  # containers run to check what was pulled
+
+
+@pytest.fixture
+def docker_config(tmp_path, monkeypatch) -> str:
+    """A DOCKER_CONFIG of this test's own: no real ~/.docker is read or written."""
+    path = tmp_path / "docker-config"
+    monkeypatch.setenv("DOCKER_CONFIG", str(path))
+    return str(path)
+
+
+@pytest.fixture
+def ctl(busybox, docker_config):
+    """overlayctl as a real process on a store holding busybox, with a committed image app:2 (a whiteout)."""
+
+    def run(*args: str, check: bool = True, store=None, **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        env = {**os.environ, "OVERLAYCTL_REGISTRY_RETRY_SECONDS": "2", **kwargs.pop("env", {})}
+        result = subprocess.run(
+            store_cmd(store or busybox, *args), capture_output=True, text=True, timeout=120, env=env, **kwargs
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{args} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    run("run", "--name", "maker", "busybox", "--", "sh", "-c", "echo v2 > /etc/motd; mkdir /app; rm /bin/ls")
+    run("container", "commit", "maker", "app:2")
+    run("rm", "maker")
+    run.store = busybox
+    return run
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """A second, empty store: where pulls land."""
+    from overlayctl import LayerStore
+
+    from ..conftest import _cleanup_store
+
+    store = LayerStore(root=str(tmp_path / "fresh"), run_root=str(tmp_path / "fresh-run"))
+    try:
+        yield store
+    finally:
+        _cleanup_store(store)
+
+
+def store_state(store) -> tuple:
+    """Everything a failed verb must leave as it was: layers, images, tags."""
+    images = sorted((i.id, tuple(store.images.tags(i.id))) for i in store.images.list())
+    return sorted(r.id for r in store.layers.list()), images
+
+
+def test_push_then_pull_gives_the_same_image(ctl, fresh, registry_plain, repo):
+    ref = f"{registry_plain.host}/{repo}:2"
+    pushed = json.loads(ctl("push", "app:2", ref, "--json").stdout)
+    assert [layer["status"] for layer in pushed["layers"]] == ["uploaded", "uploaded"]
+    image_id = ctl.store.images.get("app:2").id
+    assert pushed["config"]["digest"] == image_id
+
+    pulled = json.loads(ctl("pull", ref, "--json", store=fresh).stdout)
+    assert pulled["image"] == {"id": image_id, "tags": [ref]}
+    assert pulled["manifest"] == pushed["manifest"]
+    assert [layer["status"] for layer in pulled["layers"]] == ["fetched", "fetched"]
+    assert [layer["diff_id"] for layer in pulled["layers"]] == ctl.store.images.get("app:2").diff_ids
+    out = ctl("run", "--rm", ref, "--", "sh", "-c", "cat /etc/motd; ls -d /app; ls /bin/ls", check=False, store=fresh)
+    assert out.stdout.split() == ["v2", "/app"] and "No such file" in out.stderr
+
+    # Again: nothing fetched, nothing uploaded, the same manifest.
+    again = json.loads(ctl("pull", ref, "--json", store=fresh).stdout)
+    assert [layer["status"] for layer in again["layers"]] == ["present", "present"]
+    repushed = json.loads(ctl("push", "app:2", ref, "--json").stdout)
+    assert {layer["status"] for layer in repushed["layers"]} == {"exists"}
+    assert repushed["manifest"] == pushed["manifest"]
+
+
+def test_pull_by_digest_leaves_the_image_untagged(ctl, fresh, registry_plain, repo):
+    pushed = json.loads(ctl("push", "app:2", f"{registry_plain.host}/{repo}:x", "--json").stdout)
+    pulled = json.loads(ctl("pull", f"{registry_plain.host}/{repo}@{pushed['manifest']}", "--json", store=fresh).stdout)
+    assert pulled["image"]["tags"] == [] and fresh.images.tags(pulled["image"]["id"]) == []
+
+
+def test_zstd_layers_and_an_oci_manifest(ctl, fresh, registry_plain, repo):
+    ref = f"{registry_plain.host}/{repo}:z"
+    pushed = json.loads(ctl("push", "--compress", "zstd", "app:2", ref, "--json").stdout)
+    manifest = registry_plain_manifest(registry_plain, repo, "z")
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    pulled = json.loads(ctl("pull", ref, "--json", store=fresh).stdout)
+    assert pulled["manifest"] == pushed["manifest"] and pulled["image"]["id"] == ctl.store.images.get("app:2").id
+
+
+def registry_plain_manifest(registry, repo: str, tag: str) -> dict:
+    conn = registry.connection()
+    try:
+        conn.request(
+            "GET", f"/v2/{repo}/manifests/{tag}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+        )
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+def test_failed_pulls_are_one_line_and_change_nothing(ctl, registry_plain, repo):
+    before = store_state(ctl.store)
+    cases = [
+        (f"{registry_plain.host}/{repo}:missing", "not found in"),
+        ("127.0.0.1:1/nothing:here", "cannot reach 127.0.0.1:1"),
+        ("Not A Ref", "invalid"),
+    ]
+    for ref, message in cases:
+        result = ctl("pull", ref, check=False)
+        assert result.returncode in (1, 2) and message in result.stderr, (ref, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert store_state(ctl.store) == before
+    assert os.listdir(ctl.store.layout.staging) == []
+
+
+def test_basic_auth_login_logout(ctl, registry_basic, repo, docker_config):
+    host = registry_basic.host
+    ref = f"{host}/{repo}:1"
+    refused = ctl("push", "app:2", ref, check=False)
+    assert refused.returncode == 1 and "unauthorized" in refused.stderr and f"overlayctl login {host}" in refused.stderr
+
+    wrong = ctl(
+        "login", "-u", registry_basic.username, "--password-stdin", host, input="nope\n", stdin=None, check=False
+    )
+    assert wrong.returncode == 1 and "unauthorized" in wrong.stderr
+    assert not os.path.exists(f"{docker_config}/config.json")
+
+    ctl(
+        "login",
+        "-u",
+        registry_basic.username,
+        "--password-stdin",
+        host,
+        input=registry_basic.password + "\n",
+        stdin=None,
+    )
+    config_file = f"{docker_config}/config.json"
+    assert stat.S_IMODE(os.stat(config_file).st_mode) == 0o600
+    assert host in json.load(open(config_file))["auths"]
+    ctl("push", "app:2", ref)
+    assert json.loads(ctl("pull", ref, "--json").stdout)["image"]["id"] == ctl.store.images.get("app:2").id
+
+    assert "Removing login credentials" in ctl("logout", host).stdout
+    assert host not in json.load(open(config_file)).get("auths", {})
+    assert ctl("pull", ref, check=False).returncode == 1
+
+
+def test_token_auth(ctl, fresh, registry_token, repo):
+    host = registry_token.host
+    ref = f"{host}/{repo}:1"
+    ctl("login", "-u", registry_token.username, "-p", registry_token.password, host)
+    ctl("push", "app:2", ref)
+    pulled = json.loads(ctl("pull", ref, "--json", store=fresh).stdout)
+    assert pulled["image"]["id"] == ctl.store.images.get("app:2").id
+
+
+def test_tls_is_verified_with_the_registrys_ca(ctl, fresh, registry_tls, repo, tmp_path):
+    ref = f"{registry_tls.host}/{repo}:1"
+    certs = tmp_path / "certs.d"
+    refused = ctl("push", "app:2", ref, check=False, env={"OVERLAYCTL_CERTS_DIR": str(certs)})
+    assert refused.returncode == 1 and "TLS" in refused.stderr
+    assert f"{certs}/{registry_tls.host}/ca.crt" in refused.stderr
+    registry_tls.install_ca(certs)
+    ctl("push", "app:2", ref, env={"OVERLAYCTL_CERTS_DIR": str(certs)})
+    pulled = json.loads(ctl("pull", ref, "--json", store=fresh, env={"OVERLAYCTL_CERTS_DIR": str(certs)}).stdout)
+    assert pulled["image"]["id"] == ctl.store.images.get("app:2").id
+
+
+def test_skopeo_reads_what_overlayctl_pushed(ctl, registry_plain, repo, tmp_path):
+    ref = f"{registry_plain.host}/{repo}:1"
+    ctl("push", "app:2", ref)
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"], capture_output=True, text=True, check=True
+    )
+    config = subprocess.run(
+        ["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{ref}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(config.stdout)["rootfs"]["diff_ids"] == ctl.store.images.get("app:2").diff_ids
+    assert len(json.loads(inspected.stdout)["Layers"]) == 2
