@@ -119,6 +119,7 @@ def load_images(
     progress: Progress | None = None,
     workers: int | None = None,
     verb: str = "image load",
+    origin: str | None = None,
 ) -> LoadReport:
     """Stage the layers of images not in the store yet (in parallel where the archive allows), then publish."""
     from ..plan.options import check_layer_count
@@ -147,12 +148,20 @@ def load_images(
     staged: dict[str, lyrs.StagedLayer] = {}
     try:
         _stage_all(layers, archive, todo, staged, events, max(1, min(workers, len(todo))))
-        report = _publish(ctx, images, staged, extra, verb)
+        report = _publish(ctx, images, staged, extra, verb, origin)
     finally:
         for layer_files in staged.values():
             layer_files.discard()
     events.finish()
     return report
+
+
+def _blob_of(layer: LayerPlan, origin: str | None) -> dict | None:
+    """What a layer record keeps of the blob it came from (nothing when the archive did not say)."""
+    if not (layer.digest and layer.media_type and layer.size is not None):
+        return None
+    blob = {"digest": layer.digest, "media_type": layer.media_type, "size": layer.size}
+    return {**blob, "source": origin} if origin else blob
 
 
 def _blob_size(archive: Archive, layer: LayerPlan) -> int:
@@ -278,6 +287,7 @@ def _publish(
     staged: dict[str, lyrs.StagedLayer],
     extra: str | None,
     verb: str,
+    origin: str | None,
 ) -> LoadReport:
     """The load's one transaction: layers bottom up, image records, then all the tags at once."""
     layout = ctx.layout
@@ -288,9 +298,9 @@ def _publish(
         records = []
         for image in images:
             parent: str | None = None
-            for chain in chain_ids(image.diff_ids):
+            for layer, chain in zip(image.layers, chain_ids(image.diff_ids)):
                 if chain in staged and chain not in new_here and not os.path.isdir(layout.layer_dir(chain)):
-                    record, _ = lyrs.publish_layer(txn, staged[chain], parent=parent)
+                    record, _ = lyrs.publish_layer(txn, staged[chain], parent=parent, blob=_blob_of(layer, origin))
                     new_here.add(chain)
                     written += 1
                     size += record.size

@@ -25,9 +25,16 @@ class PulledLayer:
     diff_id: str
     status: str  # "fetched" or "present"
     bytes: int
+    resumed: int = 0  # bytes of it an earlier, interrupted pull had received (a Range request fetched the rest)
 
     def to_json(self) -> dict[str, Any]:
-        return {"digest": self.digest, "diff_id": self.diff_id, "status": self.status, "bytes": self.bytes}
+        return {
+            "digest": self.digest,
+            "diff_id": self.diff_id,
+            "status": self.status,
+            "bytes": self.bytes,
+            "resumed": self.resumed,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +63,13 @@ def pull_image(
     insecure: bool = False,
     jobs: int | None = None,
     progress: Progress | None = None,
+    keep_blobs: bool = False,
 ) -> PullReport:
-    """Pull reference (Docker's form) from its registry; see ``Images.pull``."""
+    """Pull reference (Docker's form) from its registry; see ``Registries.pull``."""
     from ..distribution.descriptor import parse_descriptor
     from ..distribution.oci_layout import resolve_image
     from ..distribution.platform import host_platform, parse_platform
+    from ..registry.cache import BlobCache
     from ..registry.client import RegistryClient
     from ..registry.credentials import CredentialStore
     from ..registry.reference import parse_remote
@@ -73,7 +82,8 @@ def pull_image(
     credentials = CredentialStore().get(ref.registry)
     client = RegistryClient(ref.api_host, insecure=insecure, credentials=credentials, pool_size=jobs)
     ctx.ensure_root()
-    with RegistrySource(client, ref) as source:
+    cache = BlobCache(ctx.layout.blob_cache)
+    with RegistrySource(client, ref, cache) as source:
         media_type, body, digest = source.fetch_manifest(ref.reference)
         if not media_type:
             media_type = _declared_type(body)
@@ -83,9 +93,21 @@ def pull_image(
         image = resolve_image(source, top, where, wanted, tags)
         chains = chain_ids(image.diff_ids)
         present = {chain for chain in chains if os.path.isdir(ctx.layout.layer_dir(chain))}
-        report = load_images(ctx, layers, source, (image,), progress=progress, workers=jobs, verb="image pull")
+        report = load_images(
+            ctx, layers, source, (image,), progress=progress, workers=jobs, verb="image pull", origin=ref.origin
+        )
+        resumed = dict(source.resumed)
+    if not keep_blobs:
+        for layer in image.layers:
+            cache.drop(layer.digest or "")
     pulled = tuple(
-        PulledLayer(layer.digest or "", layer.diff_id, "present" if chain in present else "fetched", layer.size or 0)
+        PulledLayer(
+            layer.digest or "",
+            layer.diff_id,
+            "present" if chain in present else "fetched",
+            layer.size or 0,
+            resumed.get(layer.digest or "", 0),
+        )
         for layer, chain in zip(image.layers, chains)
     )
     return PullReport(report.images[0].id, tuple(tags), digest, pulled)

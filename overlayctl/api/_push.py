@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from ..distribution import mediatypes as mt
 from ..errors import InvalidArgument
 from ..store import images as imgs
+from ..store import layers as lyrs
 from ._context import StoreContext
 
 if TYPE_CHECKING:
@@ -32,8 +33,9 @@ class PushedBlob:
     """One blob of a pushed image: its digest, whether it was uploaded or already there, its size."""
 
     digest: str
-    status: str  # "uploaded" or "exists"
+    status: str  # "uploaded", "exists" or "mounted"
     bytes: int
+    media_type: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"digest": self.digest, "status": self.status, "bytes": self.bytes}
@@ -149,15 +151,19 @@ def push_image(
     try:
         pushed = []
         for i, layer_id in enumerate(record.layers):
+            reused = _reuse(client, target, lyrs.load_layer(ctx.layout, layer_id).blob, compression, scopes)
+            if reused is not None:
+                pushed.append(reused)
+                continue
             path = os.path.join(staging, f"layer-{i}")
             digest, size = compressed_blob(layers, layer_id, path, compression)
             with open(path, "rb") as body:
                 status = upload_blob(client, target.repository, digest, size, body, scopes)
-            pushed.append(PushedBlob(digest, status, size))
+            pushed.append(PushedBlob(digest, status, size, _LAYER_TYPES[compression]))
             os.unlink(path)
         config_digest = f"sha256:{hashlib.sha256(record.raw).hexdigest()}"
         config_status = upload_blob(client, target.repository, config_digest, len(record.raw), record.raw, scopes)
-        manifest, media_type = _manifest(record.raw, config_digest, pushed, compression)
+        manifest, media_type = _manifest(record.raw, config_digest, pushed)
         manifest_digest = _put_manifest(client, target.repository, target.tag or "latest", manifest, media_type, scopes)
     finally:
         discard(staging)
@@ -167,11 +173,32 @@ def push_image(
     )
 
 
-def _manifest(config: bytes, config_digest: str, layers: list[PushedBlob], compression: str) -> tuple[bytes, str]:
-    """The manifest: Docker v2 schema 2 for gzip layers (what ``docker push`` writes), OCI for zstd."""
+def _reuse(client: RegistryClient, target, blob: dict | None, compression: str, scopes) -> PushedBlob | None:
+    """The blob a layer came from, when the registry has it or can mount it from its source repository."""
+    if not blob or mt.LAYER_TYPES.get(blob.get("media_type", "")) != compression:
+        return None
+    digest, size, media_type = blob["digest"], int(blob["size"]), blob["media_type"]
+    head = client.request("HEAD", f"/v2/{target.repository}/blobs/{digest}", scopes=scopes, what=f"blob {digest}")
+    if head.status == 200:
+        return PushedBlob(digest, "exists", size, media_type)
+    registry, _, repository = str(blob.get("source") or "").partition("/")
+    if registry != target.registry or not repository or repository == target.repository:
+        return None
+    path = f"/v2/{target.repository}/blobs/uploads/?mount={digest}&from={repository}"
+    mounted = client.request("POST", path, scopes=(*scopes, f"repository:{repository}:pull"), what=f"blob {digest}")
+    if mounted.status == 201:
+        return PushedBlob(digest, "mounted", size, media_type)
+    if mounted.status == 202 and mounted.headers.get("Location"):  # an upload began instead: end it
+        location = mounted.headers["Location"]
+        client.request("DELETE", location if "://" in location else client.base + location, scopes=scopes)
+    return None
+
+
+def _manifest(config: bytes, config_digest: str, layers: list[PushedBlob]) -> tuple[bytes, str]:
+    """The manifest in the form ``docker push`` writes: Docker v2 schema 2, or OCI when a layer's type is OCI's."""
     import json
 
-    docker = compression == "gzip"
+    docker = not any(b.media_type.startswith("application/vnd.oci.") for b in layers)
     media_type = mt.DOCKER_MANIFEST if docker else mt.OCI_MANIFEST
     manifest = {
         "schemaVersion": 2,
@@ -181,7 +208,7 @@ def _manifest(config: bytes, config_digest: str, layers: list[PushedBlob], compr
             "size": len(config),
             "digest": config_digest,
         },
-        "layers": [{"mediaType": _LAYER_TYPES[compression], "size": b.bytes, "digest": b.digest} for b in layers],
+        "layers": [{"mediaType": b.media_type, "size": b.bytes, "digest": b.digest} for b in layers],
     }
     return json.dumps(manifest, indent=3).encode(), media_type
 

@@ -24,6 +24,7 @@ class Registries:
         insecure: bool = False,
         jobs: int | None = None,
         progress: Progress | None = None,
+        keep_blobs: bool = False,
     ) -> PullReport:
         """Pull an image (Docker's reference form; Docker Hub for a bare name).
 
@@ -32,11 +33,20 @@ class Registries:
         (default 3), each streamed into the layer it becomes while its digest
         is checked; layers already in the store are not fetched.  Everything
         is published in one transaction, as ``images.load``: on any error the
-        store is left as it was.  A pull by tag tags the image with the
-        reference; a pull by digest leaves it untagged, as ``docker pull``.
+        store is left as it was, and the blobs received so far stay in the
+        download cache, from which the next pull resumes.  ``keep_blobs``
+        keeps the image's blobs there after it succeeded.  A pull by tag tags
+        the image with the reference; one by digest leaves it untagged.
         """
         return pull_image(
-            self._ctx, self._layers, reference, platform=platform, insecure=insecure, jobs=jobs, progress=progress
+            self._ctx,
+            self._layers,
+            reference,
+            platform=platform,
+            insecure=insecure,
+            jobs=jobs,
+            progress=progress,
+            keep_blobs=keep_blobs,
         )
 
     def push(

@@ -63,6 +63,7 @@ class DiskUsage:
     containers: list[dict[str, Any]]  # id, name, image, size, inodes, running
 
     image_layers: dict[str, list[str]] = field(default_factory=dict, repr=False)  # image ID -> layer IDs
+    cache: tuple[int, int] = (0, 0)  # files and bytes in the download cache of pulls
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per kind: total, active, size, reclaimable (docker system df's columns)."""
@@ -86,6 +87,13 @@ class DiskUsage:
                 "size": sum(c["size"] for c in self.containers),
                 "reclaimable": sum(c["size"] for c in stopped),
             },
+            {
+                "type": "Download cache",
+                "total": self.cache[0],
+                "active": 0,
+                "size": self.cache[1],
+                "reclaimable": self.cache[1],
+            },
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -106,6 +114,7 @@ class PruneReport:
     layers: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)
     freed: int = 0
+    cache: int = 0  # bytes of the download cache emptied (counted in freed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +123,7 @@ class PruneReport:
             "layers": self.layers,
             "leftovers": self.leftovers,
             "freed": self.freed,
+            "cache": self.cache,
         }
 
 
@@ -163,6 +173,7 @@ class System:
     def df(self) -> DiskUsage:
         """Disk usage by image, layer and container (see DiskUsage)."""
         from ..archive.generate import dir_usage
+        from ..registry.cache import BlobCache
 
         layout = self._layout
         layers = {r.id: r for r in lyrs.list_layers(layout)}
@@ -186,13 +197,16 @@ class System:
             running = s.run.status == "running"
             row = {"id": s.record.id, "name": s.record.name, "image": s.record.image, "size": size, "inodes": inodes}
             container_rows.append({**row, "running": running})
-        return DiskUsage(image_rows, layer_rows, container_rows, {i.id: i.layers for i in images})
+        cache = BlobCache(layout.blob_cache).usage()
+        return DiskUsage(image_rows, layer_rows, container_rows, {i.id: i.layers for i in images}, cache)
 
     def prune(self, *, all_images: bool = False) -> PruneReport:
         """Remove stopped (unmounted) containers, dangling images (with all_images: every
-        image no container uses), layers nothing uses, and what dead processes left.
+        image no container uses), layers nothing uses, what dead processes left, and the
+        download cache of pulls.
         """
         from ..archive.generate import dir_usage
+        from ..registry.cache import BlobCache
         from ..store.atomic import abandoned
 
         if not os.path.isdir(self._layout.root):
@@ -224,7 +238,10 @@ class System:
             paths += [layout.image_json(i) for i in gone_images] + lyrs.removal_paths(layout, layers)
             txn.remove(paths, untag=[ref for i in doomed for ref in imgs.tags_of(tags, i.id)])
             freed += sum(r.size for r in layers)
-        return PruneReport([r.name for r in stopped], [i.id for i in doomed], [r.id for r in layers], leftovers, freed)
+            cache = BlobCache(layout.blob_cache).clear()
+        return PruneReport(
+            [r.name for r in stopped], [i.id for i in doomed], [r.id for r in layers], leftovers, freed + cache, cache
+        )
 
     def info(self) -> dict[str, Any]:
         """The kernel's overlay support, the store's filesystem, and the OCI runtime containers run with."""

@@ -15,10 +15,13 @@ _INSECURE = click.option(
 @click.argument("reference")
 @click.option("--platform", help="OS/ARCH[/VARIANT] to pick from a multi-platform index [default: the host's].")
 @click.option("-j", "--jobs", type=click.IntRange(min=1, max=32), help="Blobs fetched at once [default: 3].")
+@click.option("--keep-blobs", is_flag=True, help="Keep the compressed blobs in the download cache.")
 @_INSECURE
 @json_option
 @click.pass_context
-def pull(ctx, reference: str, platform: str | None, jobs: int | None, insecure: bool, as_json: bool) -> None:
+def pull(
+    ctx, reference: str, platform: str | None, jobs: int | None, keep_blobs: bool, insecure: bool, as_json: bool
+) -> None:
     """Pull an image from a registry (Docker Hub for a bare name).
 
     Layers already in the store are not fetched; each blob streams into
@@ -34,7 +37,7 @@ def pull(ctx, reference: str, platform: str | None, jobs: int | None, insecure: 
 
     with terminal_progress("Pulling", "Pulled", quiet=as_json) as bar:
         report = store_from(ctx).registries.pull(
-            reference, platform=platform, insecure=insecure, jobs=jobs, progress=bar
+            reference, platform=platform, insecure=insecure, jobs=jobs, progress=bar, keep_blobs=keep_blobs
         )
     if as_json:
         return print_json(report.to_json())

@@ -48,6 +48,11 @@ class RemoteRef:
             return self.repository.removeprefix("library/")
         return f"{self.registry}/{self.repository}"
 
+    @property
+    def origin(self) -> str:
+        """``registry/repository``: where a pulled blob can be mounted from."""
+        return f"{self.registry}/{self.repository}"
+
     def tagged(self) -> str | None:
         """The store's tag for this reference (None for a reference by digest only)."""
         return f"{self.name}:{self.tag}" if self.tag else None

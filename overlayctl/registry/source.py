@@ -13,6 +13,7 @@ from ..distribution import mediatypes as mt
 from ..distribution.model import META_LIMIT
 from ..distribution.source import Archive
 from ..errors import ArchiveError
+from .cache import BlobCache
 from .client import RegistryClient
 from .reference import RemoteRef
 
@@ -33,8 +34,10 @@ class RegistrySource(Archive):
 
     concurrent_blobs = True
 
-    def __init__(self, client: RegistryClient, ref: RemoteRef) -> None:
+    def __init__(self, client: RegistryClient, ref: RemoteRef, cache: BlobCache) -> None:
         self.client = client
+        self.cache = cache
+        self.resumed: dict[str, int] = {}  # digest: bytes a blob's download took from the cache
         self.ref = ref
         self.name = str(ref)
         self.scopes = (f"repository:{ref.repository}:pull",)
@@ -83,20 +86,32 @@ class RegistrySource(Archive):
             raise ArchiveError(f"{what}: {digest} is too large for metadata ({len(response.data)} bytes)")
         return response.data
 
-    def _blob(self, digest: str, what: str, *, stream: bool):
+    def _blob(self, digest: str, what: str, *, stream: bool, offset: int = 0):
         response = self.client.request(
-            "GET", f"/v2/{self.ref.repository}/blobs/{digest}", scopes=self.scopes, stream=stream, what=what
+            "GET",
+            f"/v2/{self.ref.repository}/blobs/{digest}",
+            scopes=self.scopes,
+            headers={"Range": f"bytes={offset}-"} if offset else None,
+            stream=stream,
+            what=what,
         )
-        if response.status != 200:
+        if response.status not in ((200, 206) if offset else (200,)):
             if stream:
                 response.drain_conn()
             self.client.raise_for(response, f"blob {digest} ({what})")
         return response
 
     def open_blob(self, path: str, what: str) -> BinaryIO:
-        response = self._blob(digest_of(path), what, stream=True)
+        """The blob from the cache when a pull verified it before, else from the registry (resumed, if it can)."""
+        digest = digest_of(path)
+        if self.cache.has(digest):
+            return open(self.cache.path(digest), "rb")
+        offset = self.cache.received(digest)
+        response = self._blob(digest, what, stream=True, offset=offset)
         response.auto_close = False
-        return response  # type: ignore[return-value]
+        if response.status == 206:
+            self.resumed[digest] = offset
+        return self.cache.caching(response, digest, offset=self.resumed.get(digest, 0))  # type: ignore[return-value]
 
     def blob_size(self, path: str, what: str) -> int:
         return 0

@@ -102,7 +102,7 @@ def stage_layer(layout: StoreLayout, fill: Fill) -> StagedLayer:
 
 
 def publish_layer(
-    txn: Transaction, staged: StagedLayer, *, parent: str | None, comment: str = ""
+    txn: Transaction, staged: StagedLayer, *, parent: str | None, comment: str = "", blob: dict | None = None
 ) -> tuple[LayerRecord, bool]:
     """Publish a staged layer on parent; returns the record and whether it is new.
 
@@ -127,6 +127,7 @@ def publish_layer(
         created=now_rfc3339(),
         comment=comment,
         link=layer_link(layer_id),
+        blob=blob,
     )
     write_atomic(f"{staged.path}/layer.json", dump_json(record.to_json()))
     os.makedirs(layout.links, exist_ok=True)

@@ -135,6 +135,11 @@ class StoreLayout:
     def merged(self, container_id: str) -> str:
         return f"{self.root}/containers/{container_id}/merged"
 
+    @property
+    def blob_cache(self) -> str:
+        """Blobs of pulls: verified ones (kept for a resume, or with --keep-blobs) and partial ones."""
+        return f"{self.root}/cache/blobs"
+
     # housekeeping
     @property
     def staging(self) -> str:

@@ -126,6 +126,9 @@ class LayerRecord:
     link: str  # short link name under <root>/l
     inodes: int = 0  # files, directories, links and devices in diff/, counted when it was made
     content_digest: str = ""  # sha256 of diff/'s canonical tar when it was made (check --verify-content)
+    #: The compressed blob the layer came from (pull, image load): digest, media_type, size, and
+    #: source ("host/repository" of a pull), so push can reuse or mount it instead of uploading anew.
+    blob: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -138,12 +141,17 @@ class LayerRecord:
             "created": self.created,
             "comment": self.comment,
             "link": self.link,
+            **({"blob": dict(self.blob)} if self.blob else {}),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LayerRecord:
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k not in ("inodes", "content_digest")}
-        return cls(**fields, inodes=int(data.get("inodes") or 0), content_digest=data.get("content_digest") or "")
+        optional = ("inodes", "content_digest", "blob")
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k not in optional}
+        blob = data.get("blob") if isinstance(data.get("blob"), dict) else None
+        return cls(
+            **fields, inodes=int(data.get("inodes") or 0), content_digest=data.get("content_digest") or "", blob=blob
+        )
 
 
 @dataclass(frozen=True, slots=True)

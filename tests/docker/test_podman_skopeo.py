@@ -18,6 +18,7 @@ import tempfile
 import pytest
 
 from ..cli import store_cmd
+from ..registry.conftest import registries_dir, registry_plain  # noqa: F401 - fixtures for this module
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
@@ -93,3 +94,13 @@ def test_skopeo_copies_to_an_oci_layout_that_loads_back(store, saved, tmp_path, 
     (loaded,) = report.images
     assert other.images.get(loaded.id).diff_ids == image["config"]["rootfs"]["diff_ids"]
     assert report.layers_written == len(image["layers"])
+
+
+def test_podman_pulls_and_runs_what_overlayctl_pushed(podman, saved, store, registry_plain):  # noqa: F811
+    _, image = saved
+    ref = f"{registry_plain.host}/podman/busybox:pod"
+    _ctl(store, "push", "busybox:pod", ref)
+    podman("pull", "--tls-verify=false", ref)
+    assert podman("inspect", "--format", "{{.Id}}", ref).stdout.strip() == image["id"][7:]
+    limits = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+    assert podman("run", "--rm", "--network", "none", *limits, ref).stdout == "hello from the Cmd\n"

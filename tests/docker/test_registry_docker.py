@@ -74,6 +74,10 @@ def test_docker_push_then_overlayctl_pull(docker, docker_busybox, busybox, regis
         docker.remove_images(ref, built)
     pulled = json.loads(ctl(busybox, "pull", ref, "--json").stdout)
     assert pulled["image"]["id"] == inspected["Id"]
+    # Pushed back elsewhere, its blobs are mounted, not uploaded, and the manifest is Docker's, byte for byte.
+    again = json.loads(ctl(busybox, "push", ref, f"{registry_plain.host}/docker-made/copy:1", "--json").stdout)
+    assert {layer["status"] for layer in again["layers"]} == {"mounted"}
+    assert again["manifest"] == pulled["manifest"]
     assert [layer["diff_id"] for layer in pulled["layers"]] == inspected["RootFS"]["Layers"]
     ctl(busybox, "container", "create", ref, "--name", "pulled")
     ctl(busybox, "container", "mount", "--host", "pulled")

@@ -195,3 +195,64 @@ def test_skopeo_reads_what_overlayctl_pushed(ctl, registry_plain, repo, tmp_path
     )
     assert json.loads(config.stdout)["rootfs"]["diff_ids"] == ctl.store.images.get("app:2").diff_ids
     assert len(json.loads(inspected.stdout)["Layers"]) == 2
+
+
+def test_a_pulled_image_pushed_again_reuses_or_mounts_its_blobs(ctl, fresh, registry_plain, repo):
+    """Its layers keep the blobs they came from: the same repository has them, another one mounts them."""
+    ref = f"{registry_plain.host}/{repo}:1"
+    first = json.loads(ctl("push", "app:2", ref, "--json").stdout)
+    ctl("pull", ref, store=fresh)
+    record = fresh.layers.get(fresh.images.get(ref).layers[-1])
+    assert (
+        record.blob["digest"] == first["layers"][-1]["digest"]
+        and record.blob["source"] == f"{registry_plain.host}/{repo}"
+    )
+
+    same_repo = json.loads(ctl("push", ref, f"{registry_plain.host}/{repo}:again", "--json", store=fresh).stdout)
+    assert {layer["status"] for layer in same_repo["layers"]} == {"exists"}
+    assert same_repo["manifest"] == first["manifest"]
+    other_repo = json.loads(ctl("push", ref, f"{registry_plain.host}/{repo}-copy:1", "--json", store=fresh).stdout)
+    assert {layer["status"] for layer in other_repo["layers"]} == {"mounted"}
+    assert other_repo["manifest"] == first["manifest"]
+
+
+def test_an_interrupted_pull_resumes_from_the_download_cache(ctl, fresh, registry_plain, repo):
+    """Bytes received before an interruption stay in the cache; the next pull asks only for the rest (Range)."""
+    ctl("run", "--name", "big", "busybox", "--", "sh", "-c", "head -c 3000000 /dev/urandom > /big")
+    ctl("container", "commit", "big", "big:1")
+    ref = f"{registry_plain.host}/{repo}:1"
+    top = json.loads(ctl("push", "big:1", ref, "--json").stdout)["layers"][-1]
+    conn = registry_plain.connection()
+    try:
+        conn.request("GET", f"/v2/{repo}/blobs/{top['digest']}", headers={"Range": "bytes=0-999999"})
+        head = conn.getresponse().read()
+    finally:
+        conn.close()
+    assert len(head) == 1_000_000
+    cache = f"{fresh.layout.blob_cache}/sha256/{top['digest'].split(':')[1]}"
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+
+    # A damaged partial blob fails the pull (its digest), is dropped, and changes nothing in the store.
+    with open(cache + ".partial", "wb") as f:
+        f.write(b"x" * len(head))
+    failed = ctl("pull", ref, check=False, store=fresh)
+    assert failed.returncode == 1 and "digest" in failed.stderr and fresh.images.list() == []
+    assert not os.path.exists(cache + ".partial")
+
+    # What an interrupted pull left: the first megabyte.  The pull continues after it.
+    with open(cache + ".partial", "wb") as f:
+        f.write(head)
+    # The failed pull kept the base layer's blob, verified in full: df counts both files.
+    cached = [os.path.join(d, n) for d, _, names in os.walk(fresh.layout.blob_cache) for n in names]
+    size = sum(os.path.getsize(p) for p in cached)
+    usage = json.loads(ctl("system", "df", "--json", store=fresh).stdout)["summary"]
+    assert {"type": "Download cache", "total": 2, "active": 0, "size": size, "reclaimable": size} in usage
+    pulled = json.loads(ctl("pull", ref, "--keep-blobs", "--json", store=fresh).stdout)
+    assert pulled["layers"][-1]["resumed"] == 1_000_000 and pulled["layers"][-1]["status"] == "fetched"
+    assert pulled["image"]["id"] == ctl.store.images.get("big:1").id
+    kept = sorted(os.listdir(os.path.dirname(cache)))
+    assert kept == sorted(layer["digest"].split(":")[1] for layer in pulled["layers"])  # --keep-blobs: verified, kept
+
+    pruned = json.loads(ctl("system", "prune", "-f", "--json", store=fresh).stdout)
+    assert pruned["cache"] > 3_000_000 and not os.path.exists(cache)
+    assert json.loads(ctl("check", "--json", store=fresh).stdout)["problems"] == []
