@@ -19,6 +19,7 @@ from ..errors import InvalidArgument
 from ..store import images as imgs
 from ..store import layers as lyrs
 from ._context import StoreContext
+from ._progress import Progress, serialized
 
 if TYPE_CHECKING:
     from ..registry.client import RegistryClient
@@ -60,36 +61,44 @@ class PushReport:
 
 
 class _Hashing:
-    """A file writer that hashes and counts what passes."""
+    """A file writer that hashes and counts what passes, and tells progress of it."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, progress: Progress | None = None) -> None:
         self.out = out
         self.sha = hashlib.sha256()
         self.size = 0
+        self.progress = progress
 
     def write(self, data: bytes) -> int:
         self.sha.update(data)
         self.size += len(data)
+        if self.progress is not None:
+            self.progress.advance(len(data))
         return self.out.write(data)
 
     def flush(self) -> None:
         self.out.flush()
 
 
-def compressed_blob(layers: Layers, layer_id: str, path: str, compression: str) -> tuple[str, int]:
-    """Write the layer's tar, compressed, to path; (digest, size) of what was written."""
+def compressed_blob(
+    layers: Layers, layer_id: str, path: str, compression: str, progress: Progress | None = None
+) -> tuple[str, int]:
+    """Write the layer's tar, compressed, to path; (digest, size) of what was written.
+
+    progress hears of the tar's bytes as they go into the compressor.
+    """
     with open(path, "wb") as f:
         hashing = _Hashing(f)
         if compression == "zstd":
             import zstandard
 
             with zstandard.ZstdCompressor().stream_writer(hashing, closefd=False) as z:
-                layers.export(layer_id, z)
+                layers.export(layer_id, _Hashing(z, progress))  # type: ignore[arg-type]
         else:
             import gzip
 
             with gzip.GzipFile(fileobj=hashing, mode="wb", mtime=0) as z:  # type: ignore[arg-type]
-                layers.export(layer_id, z)
+                layers.export(layer_id, _Hashing(z, progress))  # type: ignore[arg-type]
     return f"sha256:{hashing.sha.hexdigest()}", hashing.size
 
 
@@ -130,8 +139,12 @@ def push_image(
     *,
     compression: str = "gzip",
     insecure: bool = False,
+    progress: Progress | None = None,
 ) -> PushReport:
-    """Push the image source names to destination (default: source, which must then name a registry)."""
+    """Push the image source names to destination (default: source, which must then name a registry).
+
+    progress hears of each layer, and of the bytes of the layers compressed and uploaded.
+    """
     from ..registry.client import RegistryClient
     from ..registry.credentials import CredentialStore
     from ..registry.reference import parse_remote
@@ -150,21 +163,28 @@ def push_image(
     staging = new_staging(ctx.layout.staging)
     try:
         pushed = []
-        for i, layer_id in enumerate(record.layers):
-            reused = _reuse(client, target, lyrs.load_layer(ctx.layout, layer_id).blob, compression, scopes)
+        records = [lyrs.load_layer(ctx.layout, layer_id) for layer_id in record.layers]
+        events = serialized(progress)
+        events.start(len(records), sum(r.size for r in records))
+        for i, layer in enumerate(records):
+            reused = _reuse(client, target, layer.blob, compression, scopes)
             if reused is not None:
                 pushed.append(reused)
+                events.advance(layer.size)
+                events.layer_done()
                 continue
             path = os.path.join(staging, f"layer-{i}")
-            digest, size = compressed_blob(layers, layer_id, path, compression)
+            digest, size = compressed_blob(layers, layer.id, path, compression, events)
             with open(path, "rb") as body:
                 status = upload_blob(client, target.repository, digest, size, body, scopes)
             pushed.append(PushedBlob(digest, status, size, _LAYER_TYPES[compression]))
             os.unlink(path)
+            events.layer_done()
         config_digest = f"sha256:{hashlib.sha256(record.raw).hexdigest()}"
         config_status = upload_blob(client, target.repository, config_digest, len(record.raw), record.raw, scopes)
         manifest, media_type = _manifest(record.raw, config_digest, pushed)
         manifest_digest = _put_manifest(client, target.repository, target.tag or "latest", manifest, media_type, scopes)
+        events.finish()
     finally:
         discard(staging)
         client.close()

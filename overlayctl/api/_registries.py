@@ -50,7 +50,13 @@ class Registries:
         )
 
     def push(
-        self, source: str, destination: str | None = None, *, compression: str = "gzip", insecure: bool = False
+        self,
+        source: str,
+        destination: str | None = None,
+        *,
+        compression: str = "gzip",
+        insecure: bool = False,
+        progress: Progress | None = None,
     ) -> PushReport:
         """Push an image to destination, or to where source's name says.
 
@@ -58,7 +64,9 @@ class Registries:
         with gzip (or zstd); blobs the registry has are not uploaded.  The
         store does not change.
         """
-        return push_image(self._ctx, self._layers, source, destination, compression=compression, insecure=insecure)
+        return push_image(
+            self._ctx, self._layers, source, destination, compression=compression, insecure=insecure, progress=progress
+        )
 
     def login(self, host: str, username: str, password: str, *, insecure: bool = False) -> str:
         """Check the credentials against the registry, then keep them in Docker's config.json; its key."""

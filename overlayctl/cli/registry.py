@@ -75,7 +75,12 @@ def push(ctx, source: str, destination: str | None, compression: str, insecure: 
       overlayctl push 127.0.0.1:5000/team/app:v2
       overlayctl push app:2 127.0.0.1:5000/team/app:v2
     """
-    report = store_from(ctx).registries.push(source, destination, compression=compression, insecure=insecure)
+    from ._progress import terminal_progress
+
+    with terminal_progress("Pushing", "Pushed", quiet=as_json) as bar:
+        report = store_from(ctx).registries.push(
+            source, destination, compression=compression, insecure=insecure, progress=bar
+        )
     if as_json:
         return print_json(report.to_json())
     for layer in report.layers:

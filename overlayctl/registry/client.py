@@ -32,6 +32,8 @@ from ..errors import InvalidArgument, NotFound, RegistryError
 
 #: Per-registry CA and client certificates, as Docker's /etc/docker/certs.d: HOST:PORT/ca.crt, client.cert, client.key.
 CERTS_DIR = os.environ.get("OVERLAYCTL_CERTS_DIR", "/etc/overlayctl/certs.d")
+#: overlayctl's own settings: {"insecure-registries": ["HOST:PORT", ...]} (plain HTTP allowed to them).
+CONFIG_FILE = os.environ.get("OVERLAYCTL_CONFIG", "/etc/overlayctl/config.json")
 #: Seconds of retrying a registry that cannot be reached.
 RETRY_SECONDS = float(os.environ.get("OVERLAYCTL_REGISTRY_RETRY_SECONDS", "30"))
 USER_AGENT = "overlayctl/0.1"
@@ -46,6 +48,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def configured_insecure(host: str, config_file: str = CONFIG_FILE) -> bool:
+    """Whether overlayctl's config lists host among its insecure registries (as Docker's daemon.json)."""
+    try:
+        with open(config_file) as f:
+            listed = json.load(f).get("insecure-registries") or []
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, AttributeError) as exc:
+        raise RegistryError(f"{config_file}: not a valid overlayctl config ({exc})") from None
+    return host in listed
 
 
 def _ssl_context(host: str, certs_dir: str) -> ssl.SSLContext:
@@ -121,10 +135,10 @@ class RegistryClient:
                     f"{self.host}: TLS failed: {_reason(exc)}",
                     hint=f"put the registry's CA certificate in {os.path.join(self.certs_dir, self.host, 'ca.crt')}",
                 ) from None
-        if not (self.insecure or is_loopback(self.host)):
+        if not (self.insecure or is_loopback(self.host) or configured_insecure(self.host)):
             raise RegistryError(
                 f"{self.host} does not speak TLS; plain HTTP is allowed only for loopback registries",
-                hint="add --insecure if you trust the network to it",
+                hint=f"add --insecure, or list it under insecure-registries in {CONFIG_FILE}",
             )
         return "http", self._send("GET", f"http://{self.host}/v2/")
 

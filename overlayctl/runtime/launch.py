@@ -130,16 +130,19 @@ class StartGuard:
 
     @classmethod
     def _delete_when_created(cls, runtime: OciRuntime, container_id: str, maker: int, monitor_dir: str) -> None:
-        """Delete the container once made; give up when nothing is left that could make it."""
+        """Delete the container once made, if it never started; give up when nothing is left that could make it."""
         import time
 
         deadline = time.monotonic() + cls.PATIENCE
         while time.monotonic() < deadline:
-            if runtime.state(container_id) is not None:
-                runtime.delete(container_id)
-                return
-            if not (is_alive(maker) or is_alive(_pid_in(f"{monitor_dir}/conmon.pid"))):
-                if runtime.state(container_id) is not None:
+            state = runtime.state(container_id)
+            if state is None and not (is_alive(maker) or is_alive(_pid_in(f"{monitor_dir}/conmon.pid"))):
+                state = runtime.state(container_id)  # nothing can make it any more: a last look
+                if state is None:
+                    return
+            if state is not None:
+                # Started before overlayctl died (it could not say so): the container is the user's now.
+                if state.get("status") == "created":
                     runtime.delete(container_id)
                 return
             time.sleep(cls.POLL)

@@ -256,3 +256,57 @@ def test_an_interrupted_pull_resumes_from_the_download_cache(ctl, fresh, registr
     pruned = json.loads(ctl("system", "prune", "-f", "--json", store=fresh).stdout)
     assert pruned["cache"] > 3_000_000 and not os.path.exists(cache)
     assert json.loads(ctl("check", "--json", store=fresh).stdout)["problems"] == []
+
+
+def test_an_index_is_followed_to_the_hosts_platform_or_the_one_asked_for(ctl, fresh, registry_plain, repo):
+    import gzip
+
+    from overlayctl.distribution import mediatypes as mt
+
+    from .conftest import V2Client, sha256, tar_gz
+
+    client = V2Client(registry_plain)
+    entries, configs = [], {}
+    for arch in ("arm64", "amd64"):
+        layer = tar_gz({"arch": f"{arch}\n".encode()})
+        config = json.dumps(
+            {
+                "architecture": arch,
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [sha256(gzip.decompress(layer))]},
+            }
+        ).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_MANIFEST,
+                "config": {"mediaType": mt.OCI_CONFIG, "digest": client.push_blob(repo, config), "size": len(config)},
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": client.push_blob(repo, layer),
+                        "size": len(layer),
+                    }
+                ],
+            }
+        ).encode()
+        digest = client.push_manifest(repo, sha256(manifest), manifest)
+        entries.append(
+            {
+                "mediaType": mt.OCI_MANIFEST,
+                "digest": digest,
+                "size": len(manifest),
+                "platform": {"os": "linux", "architecture": arch},
+            }
+        )
+        configs[arch] = sha256(config)
+    index = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}).encode()
+    client.push_manifest(repo, "multi", index, mt.OCI_INDEX)
+    ref = f"{registry_plain.host}/{repo}:multi"
+
+    host = json.loads(ctl("pull", ref, "--json", store=fresh).stdout)
+    assert host["image"]["id"] == configs["amd64"] and host["manifest"] == sha256(index)
+    arm = json.loads(ctl("pull", "--platform", "linux/arm64", ref, "--json", store=fresh).stdout)
+    assert arm["image"]["id"] == configs["arm64"]
+    missing = ctl("pull", "--platform", "linux/s390x", ref, check=False, store=fresh)
+    assert missing.returncode == 1 and "no image for linux/s390x" in missing.stderr and "arm64" in missing.stderr
