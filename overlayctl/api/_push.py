@@ -22,6 +22,7 @@ from ._context import StoreContext
 from ._progress import Progress, serialized
 
 if TYPE_CHECKING:
+    from ..registry.cache import BlobCache
     from ..registry.client import RegistryClient
     from ._layers import Layers
 
@@ -145,6 +146,7 @@ def push_image(
 
     progress hears of each layer, and of the bytes of the layers compressed and uploaded.
     """
+    from ..registry.cache import BlobCache
     from ..registry.client import RegistryClient
     from ..registry.credentials import CredentialStore
     from ..registry.reference import parse_remote
@@ -158,6 +160,7 @@ def push_image(
     if target.digest:
         raise InvalidArgument(f"cannot push to a digest: {target}", hint="give a tag: NAME:TAG")
     client = RegistryClient(target.api_host, insecure=insecure, credentials=CredentialStore().get(target.registry))
+    cache = BlobCache(ctx.layout.blob_cache)
     scopes = (f"repository:{target.repository}:pull,push",)
     ctx.ensure_root()
     staging = new_staging(ctx.layout.staging)
@@ -167,7 +170,7 @@ def push_image(
         events = serialized(progress)
         events.start(len(records), sum(r.size for r in records))
         for i, layer in enumerate(records):
-            reused = _reuse(client, target, layer.blob, compression, scopes)
+            reused = _reuse(client, target, layer.blob, compression, scopes, cache)
             if reused is not None:
                 pushed.append(reused)
                 events.advance(layer.size)
@@ -193,14 +196,21 @@ def push_image(
     )
 
 
-def _reuse(client: RegistryClient, target, blob: dict | None, compression: str, scopes) -> PushedBlob | None:
-    """The blob a layer came from, when the registry has it or can mount it from its source repository."""
+def _reuse(
+    client: RegistryClient, target, blob: dict | None, compression: str, scopes, cache: BlobCache
+) -> PushedBlob | None:
+    """The blob a layer came from: when the registry has it, can mount it, or it was kept (``pull --keep-blobs``)."""
     if not blob or mt.LAYER_TYPES.get(blob.get("media_type", "")) != compression:
         return None
     digest, size, media_type = blob["digest"], int(blob["size"]), blob["media_type"]
     head = client.request("HEAD", f"/v2/{target.repository}/blobs/{digest}", scopes=scopes, what=f"blob {digest}")
     if head.status == 200:
         return PushedBlob(digest, "exists", size, media_type)
+    if cache.has(digest):
+        with open(cache.path(digest), "rb") as body:
+            return PushedBlob(
+                digest, upload_blob(client, target.repository, digest, size, body, scopes), size, media_type
+            )
     registry, _, repository = str(blob.get("source") or "").partition("/")
     if registry != target.registry or not repository or repository == target.repository:
         return None

@@ -66,6 +66,28 @@ class DockerSession:
         ]
 
 
+def compose_command(docker: DockerSession, env: dict[str, str]) -> str:
+    """docker-compose v1 (pytest-docker's docker_compose_command), on the session's engine, with env set."""
+    import shlex
+    import shutil
+
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (make deps installs Debian's docker-compose)")
+    env = dict(env)
+    if docker.engine.host:  # a private dockerd: its socket, not the default one
+        env["DOCKER_HOST"] = docker.engine.host
+    return "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " docker-compose"
+
+
+def project_objects(docker: DockerSession, project: str) -> list[str]:
+    """The containers and networks a compose project has in the engine."""
+    label = f"label=com.docker.compose.project={project}"
+    ps = docker.call("ps", "-a", "--filter", label, "--format", "{{.Names}}").stdout.split()
+    nets = docker.call("network", "ls", "--filter", label, "--format", "{{.Name}}").stdout.split()
+    nets += [n for n in docker.call("network", "ls", "--format", "{{.Name}}").stdout.split() if n.startswith(project)]
+    return [f"container {n}" for n in ps] + [f"network {n}" for n in sorted(set(nets))]
+
+
 @pytest.fixture(scope="session")
 def docker(tmp_path_factory) -> Iterator[DockerSession]:
     """A Docker engine for the session (the host's, else a private dockerd), always torn down."""

@@ -20,8 +20,6 @@ container or network, and the image is removed.
 from __future__ import annotations
 
 import json
-import shlex
-import shutil
 import socket
 import subprocess
 import urllib.request
@@ -33,6 +31,7 @@ import pytest
 
 from ..cli import store_cmd
 from ..conftest import _cleanup_store
+from .conftest import compose_command, project_objects
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
@@ -96,12 +95,7 @@ def www_image(docker, busybox_rootfs, tmp_path_factory) -> Iterator[WwwImage]:
 @pytest.fixture(scope="session")
 def docker_compose_command(docker, www_image) -> str:
     """docker-compose v1, talking to the session's engine, with the compose file's variables set."""
-    if shutil.which("docker-compose") is None:
-        pytest.skip("docker-compose is not installed (make deps installs Debian's docker-compose)")
-    env = {"OVERLAYCTL_WWW_IMAGE": www_image.ref, "OVERLAYCTL_WWW_PORT": str(www_image.port)}
-    if docker.engine.host:  # a private dockerd: its socket, not the default one
-        env["DOCKER_HOST"] = docker.engine.host
-    return "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " docker-compose"
+    return compose_command(docker, {"OVERLAYCTL_WWW_IMAGE": www_image.ref, "OVERLAYCTL_WWW_PORT": str(www_image.port)})
 
 
 @pytest.fixture(scope="session")
@@ -109,20 +103,12 @@ def docker_compose_file() -> str:
     return str(COMPOSE_FILE)
 
 
-def _project_objects(docker, project: str) -> list[str]:
-    label = f"label=com.docker.compose.project={project}"
-    ps = docker.call("ps", "-a", "--filter", label, "--format", "{{.Names}}").stdout.split()
-    nets = docker.call("network", "ls", "--filter", label, "--format", "{{.Name}}").stdout.split()
-    nets += [n for n in docker.call("network", "ls", "--format", "{{.Name}}").stdout.split() if n.startswith(project)]
-    return [f"container {n}" for n in ps] + [f"network {n}" for n in sorted(set(nets))]
-
-
 @pytest.fixture(scope="session")
 def docker_compose_project_name(docker) -> Iterator[str]:
     """The session's prefix (compose v1 keeps it as it is); after ``down``: nothing of the project is left."""
     project = docker.name("compose")
     yield project
-    left = _project_objects(docker, project)
+    left = project_objects(docker, project)
     assert not left, f"docker-compose down left {left}"
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -98,16 +97,12 @@ def compose_registry(docker, tmp_path_factory) -> Iterator[ComposeRegistry]:
 @pytest.fixture(scope="session")
 def docker_compose_command(docker, compose_registry) -> str:
     """docker-compose v1, talking to the session's engine, with the compose file's variables set."""
-    if shutil.which("docker-compose") is None:
-        pytest.skip("docker-compose is not installed (make deps installs Debian's docker-compose)")
     env = {
         "OVERLAYCTL_REGISTRY_CONTEXT": str(compose_registry.context),
         "OVERLAYCTL_REGISTRY_IMAGE": compose_registry.image,
         "OVERLAYCTL_REGISTRY_PORT": str(compose_registry.port),
     }
-    if docker.engine.host:  # a private dockerd: its socket, not the default one
-        env["DOCKER_HOST"] = docker.engine.host
-    return "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " docker-compose"
+    return docker_conftest.compose_command(docker, env)
 
 
 @pytest.fixture(scope="session")
@@ -115,20 +110,12 @@ def docker_compose_file() -> str:
     return str(COMPOSE_FILE)
 
 
-def _project_objects(docker, project: str) -> list[str]:
-    label = f"label=com.docker.compose.project={project}"
-    ps = docker.call("ps", "-a", "--filter", label, "--format", "{{.Names}}").stdout.split()
-    nets = docker.call("network", "ls", "--filter", label, "--format", "{{.Name}}").stdout.split()
-    nets += [n for n in docker.call("network", "ls", "--format", "{{.Name}}").stdout.split() if n.startswith(project)]
-    return [f"container {n}" for n in ps] + [f"network {n}" for n in sorted(set(nets))]
-
-
 @pytest.fixture(scope="session")
 def docker_compose_project_name(docker) -> Iterator[str]:
     """The session's prefix; after ``down``: nothing of the project is left."""
     project = docker.name("registry-compose")
     yield project
-    left = _project_objects(docker, project)
+    left = docker_conftest.project_objects(docker, project)
     assert not left, f"docker-compose down left {left}"
 
 

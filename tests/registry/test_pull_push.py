@@ -310,3 +310,15 @@ def test_an_index_is_followed_to_the_hosts_platform_or_the_one_asked_for(ctl, fr
     assert arm["image"]["id"] == configs["arm64"]
     missing = ctl("pull", "--platform", "linux/s390x", ref, check=False, store=fresh)
     assert missing.returncode == 1 and "no image for linux/s390x" in missing.stderr and "arm64" in missing.stderr
+
+
+def test_kept_blobs_go_to_another_registry_as_they_came(ctl, fresh, registry_plain, registry_factory, repo):
+    """pull --keep-blobs: a push to another registry uploads the original blobs, so the manifest digest stays."""
+    ref = f"{registry_plain.host}/{repo}:1"
+    first = json.loads(ctl("push", "app:2", ref, "--json").stdout)
+    ctl("pull", "--keep-blobs", ref, store=fresh)
+    other = registry_factory()
+    again = json.loads(ctl("push", ref, f"{other.host}/{repo}:1", "--json", store=fresh).stdout)
+    assert [layer["digest"] for layer in again["layers"]] == [layer["digest"] for layer in first["layers"]]
+    assert {layer["status"] for layer in again["layers"]} == {"uploaded"}
+    assert again["manifest"] == first["manifest"]
