@@ -156,6 +156,11 @@ def load_images(
     return report
 
 
+def _key(layer: LayerPlan) -> str:
+    """What progress calls a layer: its blob's digest (or its path in the archive)."""
+    return layer.digest or layer.path
+
+
 def _blob_of(layer: LayerPlan, origin: str | None) -> dict | None:
     """What a layer record keeps of the blob it came from (nothing when the archive did not say)."""
     if not (layer.digest and layer.media_type and layer.size is not None):
@@ -181,10 +186,11 @@ class _Cancelled(Exception):
 class _Counted:
     """A blob stream that reports the bytes it passes, and stops when the load is cancelled."""
 
-    def __init__(self, raw: BinaryIO, events: Progress, cancel: threading.Event) -> None:
+    def __init__(self, raw: BinaryIO, events: Progress, cancel: threading.Event, layer: str) -> None:
         self._raw = raw
         self._events = events
         self._cancel = cancel
+        self._layer = layer
 
     def readable(self) -> bool:
         return True
@@ -193,7 +199,7 @@ class _Counted:
         if self._cancel.is_set():
             raise _Cancelled
         data = self._raw.read(size)
-        self._events.advance(len(data))
+        self._events.advance(len(data), self._layer)
         return data
 
     def close(self) -> None:
@@ -213,7 +219,7 @@ def _stage_all(
     if workers == 1:
         for chain, layer in todo.items():
             staged[chain] = _stage(layers, archive, layer, events, cancel)
-            events.layer_done()
+            events.layer_done(_key(layer))
         return
     from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait  # only here: not a light import
 
@@ -229,7 +235,7 @@ def _stage_all(
                 for future in done:
                     if future.exception() is None:
                         staged[futures[future]] = future.result()
-                        events.layer_done()
+                        events.layer_done(_key(todo[futures[future]]))
                     elif first is None:
                         first = future.exception()
         except BaseException as exc:  # noqa: BLE001 (KeyboardInterrupt while waiting: stop the others too)
@@ -254,7 +260,8 @@ def _stage(
     from ..distribution.decompress import open_layer
     from ..distribution.verify import VerifyingReader
 
-    raw = _Counted(archive.open_blob(layer.path, layer.where), events, cancel)
+    events.layer_start(_key(layer), layer.size)
+    raw = _Counted(archive.open_blob(layer.path, layer.where), events, cancel, _key(layer))
     try:
         blob = VerifyingReader(raw, digest=layer.digest, size=layer.size, where=layer.where)  # type: ignore[arg-type]
         try:

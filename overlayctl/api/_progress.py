@@ -22,10 +22,13 @@ class Progress:
     def start(self, total_layers: int, total_bytes: int | None) -> None:
         """The work ahead: layers to go through, and their bytes (None when unknown before they are written)."""
 
-    def advance(self, nbytes: int) -> None:
-        """nbytes more of the layers' bytes were read (load) or written (save)."""
+    def layer_start(self, layer: str, size: int | None) -> None:
+        """A layer (its blob digest, or ID) starts: its bytes follow as advance(n, layer)."""
 
-    def layer_done(self) -> None:
+    def advance(self, nbytes: int, layer: str | None = None) -> None:
+        """nbytes more of the layers' bytes were read (load, pull) or written (save, push); of layer when named."""
+
+    def layer_done(self, layer: str | None = None) -> None:
         """One more layer is done (unpacked, written, or found in the store already)."""
 
     def finish(self) -> None:
@@ -36,21 +39,31 @@ class Serialized(Progress):
     """Another Progress's calls behind a lock, so worker threads may report at once."""
 
     def __init__(self, inner: Progress) -> None:
+        import inspect
+
         self._inner = inner
         self._lock = threading.Lock()
+        # A Progress written before layers were named takes no layer argument: it gets none.
+        self._named = all(
+            "layer" in inspect.signature(method).parameters for method in (inner.advance, inner.layer_done)
+        )
 
     def start(self, total_layers: int, total_bytes: int | None) -> None:
         with self._lock:
             self._inner.start(total_layers, total_bytes)
 
-    def advance(self, nbytes: int) -> None:
+    def layer_start(self, layer: str, size: int | None) -> None:
+        with self._lock:
+            self._inner.layer_start(layer, size)
+
+    def advance(self, nbytes: int, layer: str | None = None) -> None:
         if nbytes:
             with self._lock:
-                self._inner.advance(nbytes)
+                self._inner.advance(nbytes, layer) if self._named else self._inner.advance(nbytes)
 
-    def layer_done(self) -> None:
+    def layer_done(self, layer: str | None = None) -> None:
         with self._lock:
-            self._inner.layer_done()
+            self._inner.layer_done(layer) if self._named else self._inner.layer_done()
 
     def finish(self) -> None:
         with self._lock:

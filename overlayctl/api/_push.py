@@ -1,10 +1,13 @@
-"""``images.push``: an image of the store into a registry repository.
+"""``registries.push``: an image of the store into a registry repository.
 
-Each layer's blob is its byte-exact tar (as ``image save`` writes it),
-compressed (gzip, or zstd on request) into staging while hashed; a blob the
-registry already has (``HEAD``) is not uploaded; then the config, then the
-manifest (Docker v2 schema 2 for gzip, OCI for zstd).  Nothing in the store
-changes.
+A layer that came from a blob (a pull, a load) reuses it: nothing is sent
+when the registry has it (``HEAD``), it is cross-mounted from its source
+repository on the same registry, or a kept blob (``pull --keep-blobs``) is
+uploaded as it came.  Otherwise the layer's byte-exact tar (as
+``images.save`` writes it) is compressed (gzip, or zstd on request) into
+staging while hashed, and uploaded.  Then the config, then the manifest,
+in the form ``docker push`` writes (OCI when a layer's type is OCI's).
+Nothing in the store changes.
 """
 
 from __future__ import annotations
@@ -64,17 +67,18 @@ class PushReport:
 class _Hashing:
     """A file writer that hashes and counts what passes, and tells progress of it."""
 
-    def __init__(self, out: BinaryIO, progress: Progress | None = None) -> None:
+    def __init__(self, out: BinaryIO, progress: Progress | None = None, layer: str | None = None) -> None:
         self.out = out
         self.sha = hashlib.sha256()
         self.size = 0
         self.progress = progress
+        self.layer = layer
 
     def write(self, data: bytes) -> int:
         self.sha.update(data)
         self.size += len(data)
         if self.progress is not None:
-            self.progress.advance(len(data))
+            self.progress.advance(len(data), self.layer)
         return self.out.write(data)
 
     def flush(self) -> None:
@@ -94,12 +98,12 @@ def compressed_blob(
             import zstandard
 
             with zstandard.ZstdCompressor().stream_writer(hashing, closefd=False) as z:
-                layers.export(layer_id, _Hashing(z, progress))  # type: ignore[arg-type]
+                layers.export(layer_id, _Hashing(z, progress, layer_id))  # type: ignore[arg-type]
         else:
             import gzip
 
             with gzip.GzipFile(fileobj=hashing, mode="wb", mtime=0) as z:  # type: ignore[arg-type]
-                layers.export(layer_id, _Hashing(z, progress))  # type: ignore[arg-type]
+                layers.export(layer_id, _Hashing(z, progress, layer_id))  # type: ignore[arg-type]
     return f"sha256:{hashing.sha.hexdigest()}", hashing.size
 
 
@@ -170,11 +174,12 @@ def push_image(
         events = serialized(progress)
         events.start(len(records), sum(r.size for r in records))
         for i, layer in enumerate(records):
+            events.layer_start(layer.id, layer.size)
             reused = _reuse(client, target, layer.blob, compression, scopes, cache)
             if reused is not None:
                 pushed.append(reused)
-                events.advance(layer.size)
-                events.layer_done()
+                events.advance(layer.size, layer.id)
+                events.layer_done(layer.id)
                 continue
             path = os.path.join(staging, f"layer-{i}")
             digest, size = compressed_blob(layers, layer.id, path, compression, events)
@@ -182,7 +187,7 @@ def push_image(
                 status = upload_blob(client, target.repository, digest, size, body, scopes)
             pushed.append(PushedBlob(digest, status, size, _LAYER_TYPES[compression]))
             os.unlink(path)
-            events.layer_done()
+            events.layer_done(layer.id)
         config_digest = f"sha256:{hashlib.sha256(record.raw).hexdigest()}"
         config_status = upload_blob(client, target.repository, config_digest, len(record.raw), record.raw, scopes)
         manifest, media_type = _manifest(record.raw, config_digest, pushed)

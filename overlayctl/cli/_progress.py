@@ -2,9 +2,16 @@
 
     Loading [=========>          ] 2/4 layers  120.5 MB / 300.0 MB  45.2 MB/s  0:04 left
 
-Plain text and ``\\r`` (no escape sequences, no dependency), at most about
-ten redraws a second, cut to the terminal's width.  Shown only when stderr
-is a terminal and the output is not --json (``terminal_progress``); the API
+Plain text and ``\\r`` (no dependency), at most about ten redraws a second,
+cut to the terminal's width.  With ``per_layer`` (pull, push), one line per
+layer goes above it, as ``docker pull`` shows them, redrawn in place with the
+cursor-up escape sequence::
+
+    3f2a9c1e4d5b  1.2 MB / 2.8 MB
+    8d0c4b1a9e72  done    5.0 MB
+    Pulling [=========>          ] 1/2 layers  6.2 MB / 7.8 MB  45.2 MB/s  0:01 left
+
+Shown only when stderr is a terminal and the output is not --json (``terminal_progress``); the API
 reports the events (``api._progress.Progress``) and knows nothing of this.
 """
 
@@ -69,8 +76,12 @@ class ProgressBar(Progress):
         clock: Callable[[], float] = time.monotonic,
         width: Callable[[], int] | None = None,
         interval: float = INTERVAL,
+        per_layer: bool = False,
     ) -> None:
         self.verb = verb
+        self.per_layer = per_layer
+        self.layer_rows: dict[str, list] = {}  # layer: [bytes, size or None, done]
+        self._rows_shown = 0  # layer lines on screen above the bar
         self.done_verb = done_verb or verb
         self.stream = stream
         self.clock = clock
@@ -93,12 +104,20 @@ class ProgressBar(Progress):
         self.started = self.clock()
         self._draw(self.started)
 
-    def advance(self, nbytes: int) -> None:
-        self.bytes += nbytes
+    def layer_start(self, layer: str, size: int | None) -> None:
+        self.layer_rows.setdefault(layer, [0, size, False])
         self._maybe_draw()
 
-    def layer_done(self) -> None:
+    def advance(self, nbytes: int, layer: str | None = None) -> None:
+        self.bytes += nbytes
+        if layer in self.layer_rows:
+            self.layer_rows[layer][0] += nbytes
+        self._maybe_draw()
+
+    def layer_done(self, layer: str | None = None) -> None:
         self.layers += 1
+        if layer in self.layer_rows:
+            self.layer_rows[layer][2] = True
         self._maybe_draw()
 
     def finish(self) -> None:
@@ -122,11 +141,29 @@ class ProgressBar(Progress):
 
     def _draw(self, now: float) -> None:
         line = self.line(now)[: max(10, self.width() - 1)]
+        if self.per_layer:
+            rows = [text[: max(10, self.width() - 1)] for text in self.rows()]
+            up = f"\x1b[{self._rows_shown}A" if self._rows_shown else ""
+            # New rows push the bar down: the lines it took are written over, the rest added.
+            self.stream.write("\r" + up + "".join(f"{text}\x1b[K\n" for text in rows))
+            self._rows_shown = len(rows)
+            self._shown = 0
         self.stream.write("\r" + line.ljust(self._shown))
         self.stream.flush()
         self._shown = max(len(line), 1)
         self._last_draw = now
         self.draws += 1
+
+    def rows(self) -> list[str]:
+        """One line per layer: its short digest, and its bytes so far (of its size)."""
+        lines = []
+        for layer, (done_bytes, size, done) in self.layer_rows.items():
+            name = layer.split(":")[-1][:12]
+            if done:
+                lines.append(f"{name}  done    {human_size(done_bytes)}")
+            else:
+                lines.append(f"{name}  {human_size(done_bytes)}" + (f" / {human_size(size)}" if size else ""))
+        return lines
 
     def line(self, now: float) -> str:
         """The bar's text at time now."""
@@ -154,7 +191,7 @@ class ProgressBar(Progress):
 
 @contextlib.contextmanager
 def terminal_progress(
-    verb: str, done_verb: str, *, quiet: bool, stream: TextIO | None = None
+    verb: str, done_verb: str, *, quiet: bool, stream: TextIO | None = None, per_layer: bool = False
 ) -> Iterator[ProgressBar | None]:
     """A ProgressBar on stderr when it is a terminal and not quiet (--json), else None; its line ended after."""
     stream = sys.stderr if stream is None else stream
@@ -165,7 +202,7 @@ def terminal_progress(
     if not shown:
         yield None
         return
-    bar = ProgressBar(verb, stream, done_verb=done_verb)
+    bar = ProgressBar(verb, stream, done_verb=done_verb, per_layer=per_layer)
     try:
         yield bar
     finally:

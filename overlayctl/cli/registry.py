@@ -35,7 +35,7 @@ def pull(
     """
     from ._progress import terminal_progress
 
-    with terminal_progress("Pulling", "Pulled", quiet=as_json) as bar:
+    with terminal_progress("Pulling", "Pulled", quiet=as_json, per_layer=True) as bar:
         report = store_from(ctx).registries.pull(
             reference, platform=platform, insecure=insecure, jobs=jobs, progress=bar, keep_blobs=keep_blobs
         )
@@ -77,7 +77,7 @@ def push(ctx, source: str, destination: str | None, compression: str, insecure: 
     """
     from ._progress import terminal_progress
 
-    with terminal_progress("Pushing", "Pushed", quiet=as_json) as bar:
+    with terminal_progress("Pushing", "Pushed", quiet=as_json, per_layer=True) as bar:
         report = store_from(ctx).registries.push(
             source, destination, compression=compression, insecure=insecure, progress=bar
         )

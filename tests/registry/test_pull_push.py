@@ -322,3 +322,15 @@ def test_kept_blobs_go_to_another_registry_as_they_came(ctl, fresh, registry_pla
     assert [layer["digest"] for layer in again["layers"]] == [layer["digest"] for layer in first["layers"]]
     assert {layer["status"] for layer in again["layers"]} == {"uploaded"}
     assert again["manifest"] == first["manifest"]
+
+
+def test_pull_and_push_show_each_layer_on_a_terminal(ctl, fresh, registry_plain, repo):
+    from ..cli import with_stderr_on_a_terminal
+
+    ref = f"{registry_plain.host}/{repo}:1"
+    pushed, shown = with_stderr_on_a_terminal(store_cmd(ctl.store, "push", "app:2", ref))
+    assert pushed.returncode == 0 and "Pushed [" in shown and "2/2 layers" in shown
+    layers = ctl.store.images.get("app:2").layers
+    assert all(layer.split(":")[-1][:12] in shown for layer in layers)
+    pulled, shown = with_stderr_on_a_terminal(store_cmd(fresh, "pull", ref))
+    assert pulled.returncode == 0 and "Pulled [" in shown and "done" in shown and "\x1b[" in shown

@@ -182,3 +182,28 @@ def test_the_api_serialises_calls_from_worker_threads():
     quiet.advance(1)
     quiet.layer_done()
     quiet.finish()
+
+
+def test_one_line_per_layer_above_the_bar():
+    """per_layer (pull, push): a line per layer, redrawn in place above the bar with cursor-up."""
+    out, clock = io.StringIO(), Clock()
+    progress = ProgressBar("Pulling", out, done_verb="Pulled", clock=clock, width=lambda: 120, per_layer=True)
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    progress.start(2, 3000)
+    progress.layer_start(a, 1000)
+    progress.layer_start(b, 2000)
+    clock.now += 1
+    progress.advance(1000, a)
+    progress.layer_done(a)
+    clock.now += 1
+    progress.advance(500, b)
+    assert progress.rows() == ["aaaaaaaaaaaa  done    1.0 kB", "bbbbbbbbbbbb  500 B / 2.0 kB"]
+    progress.advance(1500, b)
+    progress.layer_done(b)
+    progress.finish()
+    screen = out.getvalue()
+    assert "\x1b[2A" in screen  # back up over the two layer lines
+    assert screen.rstrip("\n").endswith(
+        "Pulled [==============================] 2/2 layers  3.0 kB / 3.0 kB  1.5 kB/s  in 0:02"
+    )
+    assert screen.endswith("\n")
