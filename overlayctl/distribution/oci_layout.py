@@ -45,8 +45,7 @@ def plan_oci_layout(src: ArchiveSource, wanted: Platform, *, explicit: bool) -> 
         if image is not None:
             images.append(image)
     if not images and skipped:
-        have = ", ".join(sorted(set(skipped)))
-        raise ArchiveError(f"the archive has no image for {wanted} (it has {have})", hint="choose one with --platform")
+        raise _no_image("the archive", wanted, skipped)
     return images
 
 
@@ -55,9 +54,13 @@ def resolve_image(src: ArchiveSource, desc: Descriptor, where: str, wanted: Plat
     skipped: list[str] = []
     image = _resolve(src, desc, where, wanted, True, tags, depth=0, skipped=skipped)
     if image is None:
-        have = ", ".join(sorted(set(skipped)))
-        raise ArchiveError(f"{where} has no image for {wanted} (it has {have})", hint="choose one with --platform")
+        raise _no_image(where, wanted, skipped)
     return image
+
+
+def _no_image(what: str, wanted: Platform, skipped: list[str]) -> ArchiveError:
+    have = ", ".join(sorted(set(skipped)))
+    return ArchiveError(f"{what} has no image for {wanted} (it has {have})", hint="choose one with --platform")
 
 
 def _check_layout(src: ArchiveSource) -> None:

@@ -21,3 +21,24 @@ def lock(layout):
     lock = StoreLock(layout.lock, timeout=10)
     with lock:
         yield lock
+
+
+def race(target, arg_lists: list[tuple]) -> dict:
+    """Run target(*args, start, results) in one forked process per args, all let go at once.
+
+    Each process puts a list of (key, value) pairs on results; the merged dict
+    of all of them is returned once every process exited with 0.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(len(arg_lists))
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, start, results)) for args in arg_lists]
+    for p in procs:
+        p.start()
+    got = dict(pair for _ in procs for pair in results.get(timeout=60))
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    return got

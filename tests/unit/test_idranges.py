@@ -39,6 +39,8 @@ from overlayctl.store.idranges import (
 from overlayctl.store.layout import StoreLayout
 from overlayctl.store.lock import StoreLock
 
+from .conftest import race
+
 CID = [f"{i:02x}" * 32 for i in range(1, 40)]
 R = IdRange(196608, 65536)
 
@@ -329,20 +331,8 @@ def _allocate_many(root, run_root, ids, subids, start, results):
 
 
 def test_concurrent_processes_get_distinct_ranges(layout, subids):
-    ctx = multiprocessing.get_context("fork")
-    start = ctx.Barrier(4)
-    results = ctx.Queue()
     groups = [CID[i * 5 : i * 5 + 5] for i in range(4)]
-    procs = [
-        ctx.Process(target=_allocate_many, args=(layout.root, layout.run_root, ids, subids, start, results))
-        for ids in groups
-    ]
-    for p in procs:
-        p.start()
-    got = dict(pair for _ in procs for pair in results.get(timeout=60))
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    got = race(_allocate_many, [(layout.root, layout.run_root, ids, subids) for ids in groups])
     assert sorted(got.values()) == [196608 + i * 65536 for i in range(20)], "a range was handed out twice"
     assert {c: r.start for c, r in held(layout).items()} == got
     assert _read(subids) == ("overlayctl:196608:67108864\n",) * 2, "the pool was reserved once"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 
 import pytest
@@ -19,6 +18,8 @@ from overlayctl.store.network import (
     load_network,
     release_address,
 )
+
+from .conftest import race
 
 CID = [f"{i:02x}" * 32 for i in range(1, 40)]
 
@@ -171,19 +172,8 @@ def _allocate_many(root: str, run_root: str, ids: list[str], start, results) -> 
 
 
 def test_concurrent_processes_get_distinct_addresses(layout):
-    ctx = multiprocessing.get_context("fork")
-    start = ctx.Barrier(6)
-    results = ctx.Queue()
     groups = [CID[i * 6 : i * 6 + 6] for i in range(6)]
-    procs = [
-        ctx.Process(target=_allocate_many, args=(layout.root, layout.run_root, ids, start, results)) for ids in groups
-    ]
-    for p in procs:
-        p.start()
-    got = dict(pair for _ in procs for pair in results.get(timeout=60))
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    got = race(_allocate_many, [(layout.root, layout.run_root, ids) for ids in groups])
     assert len(got) == 36
     assert len(set(got.values())) == 36, "an address was handed out twice"
     assert set(got.values()) == {f"10.213.0.{n}/24" for n in range(2, 38)}
