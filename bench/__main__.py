@@ -19,12 +19,12 @@ import traceback
 from pathlib import Path
 from types import FrameType, ModuleType
 
-from . import api, busybox, cli_help, cli_mount, floor, images, run
+from . import api, busybox, cli_help, cli_mount, floor, images, registry, run
 from .context import Bench
 from .results import Results
 
 FAMILIES: dict[str, ModuleType] = {
-    module.NAME: module for module in (floor, api, cli_mount, cli_help, busybox, run, images)
+    module.NAME: module for module in (floor, api, cli_mount, cli_help, busybox, run, images, registry)
 }
 NO_ROOT = {cli_help.NAME}  # families that mount nothing
 RESULTS = Path(__file__).resolve().parent / "results.json"

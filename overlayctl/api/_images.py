@@ -181,6 +181,8 @@ class Images:
         ``docker load``, ``podman load`` and ``skopeo`` read; ``oci-archive``
         and ``oci-dir`` are the OCI layout alone.  A layer loaded from a tar
         is written as the same bytes; the same images give the same archive.
+        In the OCI formats, an image pulled with ``keep_blobs`` is written
+        with its original manifest and compressed blobs.
         Takes no lock: records are read once, and each layer is checked
         against its diff_id as it is written.  ``progress`` (an
         ``api._progress.Progress``) is told of the layers and bytes written.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,8 @@ from ._context import StoreContext
 from ._progress import Progress
 
 if TYPE_CHECKING:
+    from ..distribution.model import LayerPlan
+    from ..registry.source import RegistrySource
     from ._layers import Layers
 
 #: Blobs fetched at once by default (as containerd and Docker).
@@ -93,11 +96,16 @@ def pull_image(
         image = resolve_image(source, top, where, wanted, tags)
         chains = chain_ids(image.diff_ids)
         present = {chain for chain in chains if os.path.isdir(ctx.layout.layer_dir(chain))}
+        if keep_blobs:
+            _fetch_into_cache(source, [layer for layer, chain in zip(image.layers, chains) if chain in present])
         report = load_images(
             ctx, layers, source, (image,), progress=progress, workers=jobs, verb="image pull", origin=ref.origin
         )
         resumed = dict(source.resumed)
-    if not keep_blobs:
+    if keep_blobs:
+        cache.keep_manifest(image.id, image.manifest)
+    else:
+        cache.drop_manifest(image.id)
         for layer in image.layers:
             cache.drop(layer.digest or "")
     pulled = tuple(
@@ -111,6 +119,24 @@ def pull_image(
         for layer, chain in zip(image.layers, chains)
     )
     return PullReport(report.images[0].id, tuple(tags), digest, pulled)
+
+
+def _fetch_into_cache(source: RegistrySource, layers: list[LayerPlan]) -> None:
+    """The blobs of layers the store has (a pull does not fetch those), fetched into the cache to be kept."""
+    from ..errors import ArchiveError
+
+    for layer in layers:
+        digest = layer.digest or ""
+        if source.cache.has(digest):
+            continue
+        with contextlib.closing(source.open_blob(layer.path, layer.where)) as blob:
+            while blob.read(1 << 20):
+                pass
+        if not source.cache.has(digest):
+            raise ArchiveError(
+                f"{layer.where} could not be kept: it does not match its digest, or another pull is fetching it",
+                hint="pull again",
+            )
 
 
 def _declared_type(body: bytes) -> str:

@@ -5,8 +5,9 @@ when the registry has it (``HEAD``), it is cross-mounted from its source
 repository on the same registry, or a kept blob (``pull --keep-blobs``) is
 uploaded as it came.  Otherwise the layer's byte-exact tar (as
 ``images.save`` writes it) is compressed (gzip, or zstd on request) into
-staging while hashed, and uploaded.  Then the config, then the manifest,
-in the form ``docker push`` writes (OCI when a layer's type is OCI's).
+staging while hashed, and uploaded.  Then the config, then the manifest:
+the one the image was pulled by when it was kept with its blobs, else in
+the form ``docker push`` writes (OCI when a layer's type is OCI's).
 Nothing in the store changes.
 """
 
@@ -171,11 +172,13 @@ def push_image(
     try:
         pushed = []
         records = [lyrs.load_layer(ctx.layout, layer_id) for layer_id in record.layers]
+        kept = cache.kept_image(image_id)
+        blobs = [b._asdict() for b in kept.blobs] if kept else [layer.blob for layer in records]
         events = serialized(progress)
         events.start(len(records), sum(r.size for r in records))
-        for i, layer in enumerate(records):
+        for i, (layer, blob) in enumerate(zip(records, blobs, strict=True)):
             events.layer_start(layer.id, layer.size)
-            reused = _reuse(client, target, layer.blob, compression, scopes, cache)
+            reused = _reuse(client, target, blob, compression, scopes, cache)
             if reused is not None:
                 pushed.append(reused)
                 events.advance(layer.size, layer.id)
@@ -190,7 +193,10 @@ def push_image(
             events.layer_done(layer.id)
         config_digest = f"sha256:{hashlib.sha256(record.raw).hexdigest()}"
         config_status = upload_blob(client, target.repository, config_digest, len(record.raw), record.raw, scopes)
-        manifest, media_type = _manifest(record.raw, config_digest, pushed)
+        if kept and [b.digest for b in pushed] == [b.digest for b in kept.blobs]:
+            manifest, media_type = kept.body, kept.media_type
+        else:
+            manifest, media_type = _manifest(record.raw, config_digest, pushed)
         manifest_digest = _put_manifest(client, target.repository, target.tag or "latest", manifest, media_type, scopes)
         events.finish()
     finally:

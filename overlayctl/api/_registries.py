@@ -35,7 +35,9 @@ class Registries:
         is published in one transaction, as ``images.load``: on any error the
         store is left as it was, and the blobs received so far stay in the
         download cache, from which the next pull resumes.  ``keep_blobs``
-        keeps the image's blobs there after it succeeded.  A pull by tag tags
+        keeps the image's blobs (also those of layers the store had) and its
+        manifest there, for ``push`` and ``images.save`` in the OCI formats
+        to reproduce the registry's manifest digest.  A pull by tag tags
         the image with the reference; one by digest leaves it untagged.
         """
         return pull_image(

@@ -30,6 +30,7 @@ def save_archive(
     progress hears of each layer blob and of its bytes as they are written.
     """
     from ..distribution.writer import ImageToSave, write_archive
+    from ..registry.cache import BlobCache
 
     chosen: dict[str, list[str]] = {}
     tags = imgs.read_tags(layout)
@@ -39,10 +40,12 @@ def save_archive(
         tag = _tag_named(tags, ref, image_id)
         if tag and tag not in named:
             named.append(tag)
+    cache = BlobCache(layout.blob_cache)
     images = []
     for image_id, named in chosen.items():
         record = imgs.load_image(layout, image_id)
-        images.append(ImageToSave(record.raw, tuple(record.layers), tuple(record.diff_ids), tuple(named)))
+        kept = cache.kept_image(image_id) if fmt != "docker-archive" else None
+        images.append(ImageToSave(record.raw, tuple(record.layers), tuple(record.diff_ids), tuple(named), kept))
     events = serialized(progress)
     written = write_archive(images, layers.export, out, fmt, progress=events if progress is not None else None)
     events.finish()

@@ -15,7 +15,12 @@ _INSECURE = click.option(
 @click.argument("reference")
 @click.option("--platform", help="OS/ARCH[/VARIANT] to pick from a multi-platform index [default: the host's].")
 @click.option("-j", "--jobs", type=click.IntRange(min=1, max=32), help="Blobs fetched at once [default: 3].")
-@click.option("--keep-blobs", is_flag=True, help="Keep the compressed blobs in the download cache.")
+@click.option(
+    "--keep-blobs",
+    is_flag=True,
+    help="Keep the blobs and the manifest in the download cache: push and 'image save --format oci-archive' "
+    "then give the registry's manifest digest.",
+)
 @_INSECURE
 @json_option
 @click.pass_context

@@ -6,11 +6,13 @@ themselves are read later, by the API, through ``reader`` and ``verify``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 from ..errors import ArchiveError
-from .descriptor import check_digest, load_json, sha256_of
+from . import mediatypes as mt
+from .descriptor import check_digest, load_json, parse_descriptor, sha256_of
 from .platform import Platform, platform_of
 
 #: Largest metadata file or blob read whole (index, manifest, config).
@@ -51,6 +53,7 @@ class ImagePlan:
     layers: tuple[LayerPlan, ...]
     tags: tuple[str, ...]
     where: str
+    manifest: bytes = field(default=b"", repr=False)  # the OCI or Docker manifest it was read from, if any
 
     @property
     def id(self) -> str:
@@ -59,6 +62,51 @@ class ImagePlan:
     @property
     def diff_ids(self) -> list[str]:
         return [layer.diff_id for layer in self.layers]
+
+
+class KeptBlob(NamedTuple):
+    """A layer blob of a kept manifest, and the file that holds it."""
+
+    digest: str
+    size: int
+    media_type: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeptManifest:
+    """An image's original manifest, with a file of each layer blob it names (``pull --keep-blobs``)."""
+
+    body: bytes
+    media_type: str
+    blobs: tuple[KeptBlob, ...]  # base first
+
+    @property
+    def digest(self) -> str:
+        return sha256_of(self.body)
+
+
+def kept_manifest(body: bytes, image_id: str, blob_file: Callable[[str, int], str | None]) -> KeptManifest | None:
+    """The manifest body, if it is the image's (its config digest is the image ID) and blob_file finds each layer.
+
+    blob_file(digest, size) gives the path of a verified copy of a blob, or None.
+    """
+    try:
+        manifest = load_json(body, "a kept manifest")
+        config = parse_descriptor(manifest.get("config"), "its config")
+        layers = [parse_descriptor(obj, "a layer") for obj in manifest.get("layers") or []]
+    except ArchiveError:
+        return None
+    media_type = manifest.get("mediaType") or mt.OCI_MANIFEST
+    if config.digest != image_id or media_type not in mt.MANIFEST_TYPES:
+        return None
+    blobs = []
+    for layer in layers:
+        path = blob_file(layer.digest, layer.size)
+        if path is None:
+            return None
+        blobs.append(KeptBlob(layer.digest, layer.size, layer.media_type, path))
+    return KeptManifest(body, media_type, tuple(blobs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,5 +147,5 @@ def merged(images: list[ImagePlan]) -> tuple[ImagePlan, ...]:
             by_id[image.id] = image
         else:
             tags = tuple(dict.fromkeys(seen.tags + image.tags))
-            by_id[image.id] = ImagePlan(seen.config, seen.layers, tags, seen.where)
+            by_id[image.id] = ImagePlan(seen.config, seen.layers, tags, seen.where, seen.manifest)
     return tuple(by_id.values())

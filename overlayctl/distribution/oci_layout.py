@@ -136,7 +136,8 @@ def _image(
     skipped: list[str],
 ) -> ImagePlan | None:
     what = f"manifest {desc.digest} ({where})"
-    manifest = load_json(_read_blob(src, desc, where), what)
+    body = _read_blob(src, desc, where)
+    manifest = load_json(body, what)
     config_desc = parse_descriptor(manifest.get("config"), f"{what}: config")
     if config_desc.media_type not in mt.CONFIG_TYPES:
         raise ArchiveError(f"{what}: config media type {config_desc.media_type!r} is not an image config")
@@ -169,4 +170,4 @@ def _image(
                 media_type=layer.media_type,
             )
         )
-    return ImagePlan(config, tuple(layers), tuple(tags), what)
+    return ImagePlan(config, tuple(layers), tuple(tags), what, body)

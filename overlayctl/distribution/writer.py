@@ -11,12 +11,16 @@ Three formats:
 - ``oci-dir``: the OCI image layout as a directory.
 
 Layers are written uncompressed, each exactly as the store regenerates it
-(its diff_id is its blob digest).  A tar is written as a stream: entries in
-a fixed order, owner 0, mtime 0, so the same images give the same bytes.
+(its diff_id is its blob digest), except in the OCI formats for an image
+whose original manifest and blobs were kept (``pull --keep-blobs``): those
+are written as they came, so the manifest digest is the registry's.  A tar
+is written as a stream: entries in a fixed order, owner 0, mtime 0, so the
+same images give the same bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,6 +31,7 @@ from typing import BinaryIO, Protocol
 
 from ..errors import InvalidArgument, StoreError
 from .mediatypes import OCI_CONFIG, OCI_INDEX, OCI_LAYOUT_VERSION, OCI_MANIFEST
+from .model import KeptManifest
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 FORMATS = ("docker-archive", "oci-archive", "oci-dir")
@@ -54,6 +59,7 @@ class ImageToSave:
     layer_ids: tuple[str, ...]  # chain IDs, to export
     diff_ids: tuple[str, ...]  # what each exported layer must hash to
     tags: tuple[str, ...]  # name:tag
+    kept: KeptManifest | None = None  # its original manifest and blobs, for the OCI formats
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,29 +83,24 @@ def write_archive(
         raise InvalidArgument(f"unknown archive format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
     sink = _DirectorySink(out) if fmt == "oci-dir" else _TarSink(out)
     sink.progress = progress
+    if fmt == "docker-archive":
+        images = [dataclasses.replace(image, kept=None) for image in images]
     if progress is not None:
-        progress.start(len({d for image in images for d in image.diff_ids}), None)
+        progress.start(len({key for image in images for key in _layer_blobs(image)}), None)
     layers_done: set[str] = set()
     manifests = []
     for image in images:
-        for layer_id, diff_id in zip(image.layer_ids, image.diff_ids, strict=True):
-            if diff_id not in layers_done:
-                sink.layer(diff_id, lambda stream, layer_id=layer_id: export(layer_id, stream))
-                layers_done.add(diff_id)
+        for digest, write in _layer_blobs(image).items():
+            if digest not in layers_done:
+                write(sink, export)
+                layers_done.add(digest)
                 if progress is not None:
                     progress.layer_done()
         config_digest = _digest(image.config)
         sink.blob(config_digest, image.config)
-        manifest = _json(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(image.config)},
-                "layers": [{"mediaType": OCI_LAYER, "digest": d, "size": sink.sizes[d]} for d in image.diff_ids],
-            }
-        )
+        manifest, media_type = _manifest(image, config_digest, sink.sizes)
         sink.blob(_digest(manifest), manifest)
-        manifests.append((image, config_digest, _digest(manifest), len(manifest)))
+        manifests.append((image, config_digest, _digest(manifest), len(manifest), media_type))
     sink.file("index.json", _json(_index(manifests)))
     sink.file("oci-layout", _json({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
     if fmt == "docker-archive":
@@ -109,11 +110,39 @@ def write_archive(
     return Written(len(layers_done), sink.written)
 
 
+def _layer_blobs(image: ImageToSave) -> dict[str, Callable]:
+    """The layer blobs of an image by digest, each with what writes it to a sink: kept, or exported."""
+    if image.kept is not None:
+        return {
+            blob.digest: lambda sink, _export, blob=blob: sink.copy(blob.digest, blob.size, blob.path)
+            for blob in image.kept.blobs
+        }
+    return {
+        diff_id: lambda sink, export, diff_id=diff_id, layer_id=layer_id: sink.layer(
+            diff_id, lambda stream: export(layer_id, stream)
+        )
+        for layer_id, diff_id in zip(image.layer_ids, image.diff_ids, strict=True)
+    }
+
+
+def _manifest(image: ImageToSave, config_digest: str, sizes: dict[str, int]) -> tuple[bytes, str]:
+    """The image's kept manifest, or an OCI manifest of its uncompressed layers; and its media type."""
+    if image.kept is not None:
+        return image.kept.body, image.kept.media_type
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(image.config)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": d, "size": sizes[d]} for d in image.diff_ids],
+    }
+    return _json(manifest), OCI_MANIFEST
+
+
 def _index(manifests) -> dict:
     entries = []
-    for image, _config, digest, size in manifests:
+    for image, _config, digest, size, media_type in manifests:
         for tag in image.tags or (None,):
-            entry = {"mediaType": OCI_MANIFEST, "digest": digest, "size": size}
+            entry = {"mediaType": media_type, "digest": digest, "size": size}
             if tag:
                 # Docker 25's annotations: the full name, and the tag alone as the OCI ref name.
                 entry["annotations"] = {
@@ -131,13 +160,13 @@ def _docker_manifest(manifests) -> list[dict]:
             "RepoTags": list(image.tags),
             "Layers": [f"blobs/sha256/{d[7:]}" for d in image.diff_ids],
         }
-        for image, config, _digest, _size in manifests
+        for image, config, *_ in manifests
     ]
 
 
 def _repositories(manifests) -> dict:
     repos: dict[str, dict[str, str]] = {}
-    for image, _config, _digest, _size in manifests:
+    for image, *_ in manifests:
         for tag in image.tags:
             name, _, version = tag.rpartition(":")
             if image.diff_ids:
@@ -184,6 +213,20 @@ def _check(digest: str, counted: _Counter, what: str) -> None:
         )
 
 
+def _copy_file(path: str, out: _Counter) -> None:
+    with open(path, "rb") as f:
+        while data := f.read(1 << 20):
+            out.write(data)
+
+
+def _check_kept(digest: str, size: int, copied: _Counter, path: str) -> None:
+    if copied.digest != digest or copied.size != size:
+        raise StoreError(
+            f"the kept blob {path} is not {digest} ({size} bytes) any more",
+            hint="run 'overlayctl system prune' to empty the download cache, then save again",
+        )
+
+
 class _TarSink:
     """Blobs and files as entries of a tar stream: fixed order, owner 0, mtime 0."""
 
@@ -222,6 +265,16 @@ class _TarSink:
         self._pad(again.size)
         self.sizes[digest] = again.size
 
+    def copy(self, digest: str, size: int, path: str) -> None:
+        """A kept blob, checked against its digest as it is copied."""
+        self._header(f"blobs/sha256/{digest[7:]}", size)
+        copied = _Counter(self.out, self.progress)
+        _copy_file(path, copied)
+        _check_kept(digest, size, copied, path)
+        self.written += copied.size
+        self._pad(copied.size)
+        self.sizes[digest] = copied.size
+
     def blob(self, digest: str, data: bytes) -> None:
         if digest not in self.sizes:
             self.file(f"blobs/sha256/{digest[7:]}", data)
@@ -258,6 +311,16 @@ class _DirectorySink:
         os.rename(f"{path}.partial", path)
         self.sizes[digest] = counted.size
         self.written += counted.size
+
+    def copy(self, digest: str, size: int, path: str) -> None:
+        target = f"{self.root}/blobs/sha256/{digest[7:]}"
+        with open(f"{target}.partial", "wb") as f:
+            copied = _Counter(f, self.progress)
+            _copy_file(path, copied)
+        _check_kept(digest, size, copied, path)
+        os.rename(f"{target}.partial", target)
+        self.sizes[digest] = copied.size
+        self.written += copied.size
 
     def blob(self, digest: str, data: bytes) -> None:
         if digest not in self.sizes:

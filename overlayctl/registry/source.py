@@ -7,6 +7,7 @@ those already stored (same chain ID) not fetched at all, one transaction.
 
 from __future__ import annotations
 
+import os
 from typing import BinaryIO
 
 from ..distribution import mediatypes as mt
@@ -106,12 +107,20 @@ class RegistrySource(Archive):
         digest = digest_of(path)
         if self.cache.has(digest):
             return open(self.cache.path(digest), "rb")
-        offset = self.cache.received(digest)
-        response = self._blob(digest, what, stream=True, offset=offset)
+        partial = self.cache.hold(digest)
+        offset = 0 if partial is None else os.fstat(partial.fileno()).st_size
+        try:
+            response = self._blob(digest, what, stream=True, offset=offset)
+        except BaseException:
+            if partial is not None:
+                partial.close()
+            raise
         response.auto_close = False
+        if partial is None:  # another pull is downloading it into the cache: this one streams it uncached
+            return response  # type: ignore[return-value]
         if response.status == 206:
             self.resumed[digest] = offset
-        return self.cache.caching(response, digest, offset=self.resumed.get(digest, 0))  # type: ignore[return-value]
+        return self.cache.caching(response, digest, partial, offset=self.resumed.get(digest, 0))  # type: ignore[return-value]
 
     def blob_size(self, path: str, what: str) -> int:
         return 0

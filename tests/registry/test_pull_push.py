@@ -324,6 +324,76 @@ def test_kept_blobs_go_to_another_registry_as_they_came(ctl, fresh, registry_pla
     assert again["manifest"] == first["manifest"]
 
 
+def _index_of(archive) -> dict:
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        return json.load(tar.extractfile("index.json"))
+
+
+def test_kept_blobs_give_the_registry_manifest_to_save_and_push(
+    ctl, fresh, registry_plain, registry_factory, repo, tmp_path
+):
+    """A manifest in another tool's form (not Docker's): image save --format oci-archive and a push keep its digest."""
+    from .conftest import V2Client, sha256, tar_gz
+
+    image = V2Client(registry_plain).push_image(repo, "1", tar_gz({"etc/motd": b"kept\n"}))
+    ref = f"{registry_plain.host}/{repo}:1"
+    ctl("pull", "--keep-blobs", ref, store=fresh)
+    archive = tmp_path / "kept.tar"
+    ctl("image", "save", "--format", "oci-archive", "-o", str(archive), ref, store=fresh)
+    assert [m["digest"] for m in _index_of(archive)["manifests"]] == [image.digest]
+    inspected = subprocess.run(
+        ["skopeo", "inspect", f"oci-archive:{archive}"], capture_output=True, text=True, check=True
+    )
+    assert json.loads(inspected.stdout)["Digest"] == image.digest
+    assert json.loads(inspected.stdout)["Layers"] == [sha256(image.layer)]
+
+    other = registry_factory()
+    pushed = json.loads(ctl("push", ref, f"{other.host}/{repo}:1", "--json", store=fresh).stdout)
+    assert pushed["manifest"] == image.digest and [layer["status"] for layer in pushed["layers"]] == ["uploaded"]
+
+    # Without the kept blobs, the layers are the store's own tars: another manifest, the same image.
+    ctl("system", "prune", "-f", store=fresh)
+    again = tmp_path / "again.tar"
+    ctl("image", "save", "--format", "oci-archive", "-o", str(again), ref, store=fresh)
+    assert [m["digest"] for m in _index_of(again)["manifests"]] != [image.digest]
+    loaded = json.loads(ctl("image", "load", "-i", str(archive), "--json").stdout)
+    assert [i["id"] for i in loaded["images"]] == [sha256(image.config)]
+
+
+def test_keep_blobs_fetches_the_blobs_of_layers_already_stored(ctl, fresh, registry_plain, repo, tmp_path):
+    """Layers in the store are not fetched by a pull, but --keep-blobs asks for their blobs: they are kept too."""
+    ref = f"{registry_plain.host}/{repo}:1"
+    first = json.loads(ctl("push", "app:2", ref, "--json").stdout)
+    ctl("pull", ref, store=fresh)
+    assert fresh.images.get(ref)
+    pulled = json.loads(ctl("pull", "--keep-blobs", ref, "--json", store=fresh).stdout)
+    assert {layer["status"] for layer in pulled["layers"]} == {"present"}
+    archive = tmp_path / "kept.tar"
+    ctl("image", "save", "--format", "oci-archive", "-o", str(archive), ref, store=fresh)
+    assert [m["digest"] for m in _index_of(archive)["manifests"]] == [first["manifest"]]
+
+
+def test_two_pulls_of_one_image_at_once_both_succeed(ctl, fresh, registry_plain, repo):
+    """One pull writes a blob into the cache; the other, meanwhile, streams it uncached."""
+    ctl("run", "--name", "big", "busybox", "--", "sh", "-c", "head -c 4000000 /dev/urandom > /big")
+    ctl("container", "commit", "big", "big:1")
+    ref = f"{registry_plain.host}/{repo}:1"
+    ctl("push", "big:1", ref)
+    pulls = [
+        subprocess.Popen(store_cmd(fresh, "pull", ref), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in pulls]
+    for p in pulls:
+        p.stdout.close()
+        p.stderr.close()
+    assert results == [(0, ""), (0, "")]
+    assert fresh.images.get(ref).id == ctl.store.images.get("big:1").id
+    assert json.loads(ctl("check", "--json", store=fresh).stdout)["problems"] == []
+
+
 def test_pull_and_push_show_each_layer_on_a_terminal(ctl, fresh, registry_plain, repo):
     from ..cli import with_stderr_on_a_terminal
 

@@ -134,11 +134,18 @@ def test_tls_refuses_an_unknown_ca_and_accepts_its_own(registry_tls, tmp_path):
     plain.close()
 
 
+def _sorted_actions(scope: str) -> str:
+    resource, _, actions = scope.rpartition(":")
+    return f"{resource}:{','.join(sorted(actions.split(',')))}"
+
+
 def test_token_server_hands_out_scoped_tokens(registry_token, repo):
     server = registry_token.token_server
     client = _client(registry_token)
     client.push_image(repo, "v1", tar_gz({"t": b"t"}))
-    assert (registry_token.username, server.service, [f"repository:{repo}:pull,push"]) in server.requests
+    # The registry lists a scope's actions in Go's map order: "pull,push" or "push,pull".
+    asked = [(user, service, [_sorted_actions(s) for s in scopes]) for user, service, scopes in server.requests]
+    assert (registry_token.username, server.service, [f"repository:{repo}:pull,push"]) in asked
     with pytest.raises(AssertionError, match="token server: 401"):
         V2Client(registry_token, (registry_token.username, "wrong")).request("GET", f"/v2/{repo}/tags/list")
     with pytest.raises(AssertionError, match="token server: 401"):  # no anonymous pull on this one
