@@ -21,17 +21,44 @@ call leaves the store as it was, or finished.
 
 from __future__ import annotations
 
+import importlib
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
 from ..store.lock import DEFAULT_TIMEOUT
-from ._containers import Containers, ContainerState
 from ._context import STORE_FORMAT, StoreContext
-from ._images import HistoryEntry, ImageRemoval, Images
 from ._layers import Layers
-from ._mounts import MountedDir, Mounts, OverlayMount, union_workdir
-from ._pull import PulledLayer, PullReport
-from ._push import PushedBlob, PushReport
-from ._registries import Registries
-from ._running import NetworkInfo, Runtime
-from ._system import CheckReport, DiskUsage, ImageUsage, PruneReport, System
+
+if TYPE_CHECKING:
+    from ._containers import Containers, ContainerState
+    from ._images import HistoryEntry, ImageRemoval, Images
+    from ._mounts import MountedDir, Mounts, OverlayMount, union_workdir
+    from ._pull import PulledLayer, PullReport
+    from ._push import PushedBlob, PushReport
+    from ._registries import Registries
+    from ._running import NetworkInfo, Runtime
+    from ._system import CheckReport, DiskUsage, ImageUsage, PruneReport, System
+
+#: Names imported when first asked for: a command loads only the parts it uses (start-up time).
+_LAZY = {
+    "_containers": ("Containers", "ContainerState"),
+    "_images": ("HistoryEntry", "ImageRemoval", "Images"),
+    "_mounts": ("MountedDir", "Mounts", "OverlayMount", "union_workdir"),
+    "_pull": ("PulledLayer", "PullReport"),
+    "_push": ("PushedBlob", "PushReport"),
+    "_registries": ("Registries",),
+    "_running": ("NetworkInfo", "Runtime"),
+    "_system": ("CheckReport", "DiskUsage", "ImageUsage", "PruneReport", "System"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "STORE_FORMAT",
@@ -90,13 +117,45 @@ class LayerStore:
         ctx = StoreContext(root, run_root, lock_timeout, backing_probe=backing_probe, mounted_below=mounted_below)
         self.layout = ctx.layout
         self.layers = Layers(ctx)
-        self.images = Images(ctx, self.layers)
-        self.containers = Containers(ctx, self.layers, self.images)
-        self.runtime = Runtime(ctx, self.images, self.containers)
-        self.mounts = Mounts(ctx, self.containers)
-        self.system = System(ctx, self.containers, self.runtime)
-        self.registries = Registries(ctx, self.layers)
         self._ctx = ctx
+
+    # The other parts are made when first used, so that a command imports only what it needs.
+
+    @cached_property
+    def images(self) -> Images:
+        from ._images import Images
+
+        return Images(self._ctx, self.layers)
+
+    @cached_property
+    def containers(self) -> Containers:
+        from ._containers import Containers
+
+        return Containers(self._ctx, self.layers, self.images)
+
+    @cached_property
+    def runtime(self) -> Runtime:
+        from ._running import Runtime
+
+        return Runtime(self._ctx, self.images, self.containers)
+
+    @cached_property
+    def mounts(self) -> Mounts:
+        from ._mounts import Mounts
+
+        return Mounts(self._ctx, self.containers)
+
+    @cached_property
+    def system(self) -> System:
+        from ._system import System
+
+        return System(self._ctx, self.containers, self.runtime)
+
+    @cached_property
+    def registries(self) -> Registries:
+        from ._registries import Registries
+
+        return Registries(self._ctx, self.layers)
 
     @property
     def lock(self):

@@ -257,6 +257,7 @@ def _stage(
     layers: Layers, archive: Archive, layer: LayerPlan, events: Progress, cancel: threading.Event
 ) -> lyrs.StagedLayer:
     """Unpack one layer blob into staging, checking its digest, size and diff_id as it is read."""
+    from ..archive.readahead import ReadAhead
     from ..distribution.decompress import open_layer
     from ..distribution.verify import VerifyingReader
 
@@ -265,7 +266,8 @@ def _stage(
     try:
         blob = VerifyingReader(raw, digest=layer.digest, size=layer.size, where=layer.where)  # type: ignore[arg-type]
         try:
-            staged = layers.stage(open_layer(blob, layer.compression))
+            with ReadAhead(open_layer(blob, layer.compression)) as tar:  # type: ignore[arg-type]
+                staged = layers.stage(tar)  # type: ignore[arg-type]
         except ArchiveError as exc:
             # A damaged blob is the cause to name, whatever the unpacking made of it.
             cause = blob.failed()

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from ._layers import Layers
 
 COMPRESSIONS = ("gzip", "zstd")
+#: zlib's level 3: about 3 times as fast as level 6 here, for blobs about 7 % larger (9, gzip's own default, is 10 times as slow).
+GZIP_LEVEL = 3
 _LAYER_TYPES = {"gzip": mt.DOCKER_LAYER_GZIP, "zstd": "application/vnd.oci.image.layer.v1.tar+zstd"}
 
 
@@ -103,7 +105,7 @@ def compressed_blob(
         else:
             import gzip
 
-            with gzip.GzipFile(fileobj=hashing, mode="wb", mtime=0) as z:  # type: ignore[arg-type]
+            with gzip.GzipFile(fileobj=hashing, mode="wb", mtime=0, compresslevel=GZIP_LEVEL) as z:  # type: ignore[arg-type]
                 layers.export(layer_id, _Hashing(z, progress, layer_id))  # type: ignore[arg-type]
     return f"sha256:{hashing.sha.hexdigest()}", hashing.size
 

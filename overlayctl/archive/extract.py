@@ -156,11 +156,17 @@ class _Layer:
         self._splitter = splitter  # told before a file it may refer to is removed
         self._dirs: dict[Parts, tuple[int, int]] = {}  # mode and mtime, applied last
         self._whiteouts: set[Parts] = set()
+        # The directory walked last and its O_PATH fd: a tar lists a directory's entries
+        # together, so most entries need no walk.  Forgotten when a directory above it
+        # is removed; an fd forgotten while a caller uses it is closed when that one ends.
+        self._last: tuple[Parts, int] | None = None
+        self._lent = False  # a caller is using the last directory's fd
 
     def __enter__(self) -> _Layer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._forget_last()
         os.close(self._root)
 
     # -- confinement -------------------------------------------------------
@@ -168,15 +174,44 @@ class _Layer:
     @contextlib.contextmanager
     def _dir(self, parts: Parts, label: str, *, create: bool) -> Iterator[int]:
         """An O_PATH fd of the directory ``parts``, walked without following symlinks."""
+        if self._last is not None and self._last[0] == parts:
+            fd = self._last[1]
+        else:
+            fd = self._walk(parts, label, create)
+            if self._lent:  # the last directory's fd is in use: this one is not kept
+                try:
+                    yield fd
+                finally:
+                    os.close(fd)
+                return
+            self._forget_last()
+            self._last = (parts, fd)
+        lent, self._lent = self._lent, True
+        try:
+            yield fd
+        finally:
+            self._lent = lent
+            if not lent and (self._last is None or self._last[1] != fd):
+                os.close(fd)
+
+    def _walk(self, parts: Parts, label: str, create: bool) -> int:
         fd = os.dup(self._root)
         try:
             for depth in range(len(parts)):
                 child = self._step(fd, parts[: depth + 1], label, create)
                 os.close(fd)
                 fd = child
-            yield fd
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return fd
+
+    def _forget_last(self, below: Parts = ()) -> None:
+        """Forget the last directory (if it lies in ``below``); its fd is closed unless a caller is using it."""
+        if self._last is not None and self._last[0][: len(below)] == below:
+            if not self._lent:
+                os.close(self._last[1])
+            self._last = None
 
     def _step(self, fd: int, parts: Parts, label: str, create: bool) -> int:
         comp = parts[-1]
@@ -222,6 +257,7 @@ class _Layer:
         if stat.S_ISDIR(st.st_mode):
             if keep_dir:
                 return
+            self._forget_last(below=parts)
             shutil.rmtree(base, dir_fd=pfd)
             # Forget what lived below the removed dir.
             self._dirs = {p: v for p, v in self._dirs.items() if p[: len(parts)] != parts}

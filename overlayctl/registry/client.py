@@ -63,7 +63,8 @@ def configured_insecure(host: str, config_file: str = CONFIG_FILE) -> bool:
 
 
 def _ssl_context(host: str, certs_dir: str) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+    """A context that verifies the certificate and the host name, with the registry's own CA and client key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     directory = os.path.join(certs_dir, host)
     ca = os.path.join(directory, "ca.crt")
     if os.path.isfile(ca):
@@ -94,10 +95,12 @@ class RegistryClient:
         self.certs_dir = certs_dir
         self.credentials = credentials  # registry.credentials.Credentials or None
         self._urllib3 = urllib3
+        self._ssl = _ssl_context(host, certs_dir)
+        self._cas_loaded = False  # the system's CAs are loaded before the first HTTPS request
         self._pool = urllib3.PoolManager(
             num_pools=4,
             maxsize=pool_size,
-            ssl_context=_ssl_context(host, certs_dir),
+            ssl_context=self._ssl,
             timeout=urllib3.Timeout(connect=10.0, read=timeout),
             retries=False,
             headers={"User-Agent": USER_AGENT},
@@ -127,6 +130,10 @@ class RegistryClient:
 
     def _first_contact(self):
         urllib3 = self._urllib3
+        if is_loopback(self.host):
+            plain = self._plain_registry()
+            if plain is not None:
+                return "http", plain
         try:
             return "https", self._send("GET", f"https://{self.host}/v2/")
         except urllib3.exceptions.SSLError as exc:
@@ -142,6 +149,19 @@ class RegistryClient:
             )
         return "http", self._send("GET", f"http://{self.host}/v2/")
 
+    def _plain_registry(self):
+        """GET /v2/ over plain HTTP, once: the answer if a registry gave it (200 or 401), else None.
+
+        Tried first on loopback, where plain HTTP is allowed: no TLS handshake
+        to fail and no CA to load.  A TLS registry answers 400 (or hangs up),
+        and is then verified as any other.
+        """
+        try:
+            response = self._pool.request("GET", f"http://{self.host}/v2/", retries=False, timeout=5.0)
+        except self._urllib3.exceptions.HTTPError:
+            return None
+        return response if response.status in (200, 401) else None
+
     @staticmethod
     def _speaks_plain_http(exc: Exception) -> bool:
         text = str(exc).lower()
@@ -152,6 +172,9 @@ class RegistryClient:
     def _send(self, method: str, url: str, **kwargs: Any):
         """One request, retried on connection errors with backoff (about RETRY_SECONDS in all)."""
         urllib3 = self._urllib3
+        if url.startswith("https:") and not self._cas_loaded:
+            self._ssl.load_default_certs()  # the system's CAs: parsing them takes about 20 ms
+            self._cas_loaded = True
         deadline = time.monotonic() + RETRY_SECONDS
         delay = 0.25
         while True:

@@ -301,6 +301,38 @@ def test_same_path_twice(tmp_path):
     assert (dest / "f").read_bytes() == b"not through the link"
 
 
+def test_entries_after_a_directory_was_replaced_or_linked_across(tmp_path):
+    """Entries reuse the directory walked last; a directory removed under it, or a hardlink across, still lands right."""
+    dest = tmp_path / "dest"
+    extract(
+        build_tar(
+            [
+                ("x", "dir"),
+                ("x/y", "dir"),
+                ("x/y/one", "file", b"1"),
+                ("z", "dir"),
+                ("z/f", "file", b"f"),
+                ("x/y/link", "hardlink", "z/f"),  # the target's dir, then the link's
+                ("x/y/two", "file", b"2"),
+                ("x", "symlink", "z"),  # removes x/y, walked last
+                ("w/y/three", "file", b"3"),
+                ("z/g", "file", b"g"),
+            ]
+        ),
+        dest,
+    )
+    assert os.readlink(dest / "x") == "z" and not (dest / "z/y").exists()
+    assert (dest / "w/y/three").read_bytes() == b"3" and (dest / "z/g").read_bytes() == b"g"
+    assert os.lstat(dest / "z/f").st_nlink == 1  # the link went with x
+
+
+def test_a_hardlink_whose_target_goes_with_the_directory_it_replaces(tmp_path):
+    with pytest.raises(UnsafeArchive, match="not in this layer"):
+        extract(
+            build_tar([("a", "dir"), ("a/b", "dir"), ("a/b/f", "file"), ("a", "hardlink", "a/b/f")]), tmp_path / "d"
+        )
+
+
 @pytest.mark.parametrize(
     "entries",
     [
