@@ -10,7 +10,9 @@ first, so the image's bottom blob is the same blob.
 Side by side, round after round (one warm-up round first):
 
 - cold: a pull into an empty store (overlayctl: a new ``--root``; docker:
-  after ``docker rmi`` of the image and its base; podman: fresh storage);
+  after ``docker rmi`` of the image and its base; podman: fresh storage),
+  each tool removing its previous copy just before, untimed (this VM's disk
+  writes slowly for a while after a large removal: each pays its own);
 - base present: the same, with the base image pulled first (untimed);
 - all present: a pull of an image the store holds, against the floor of
   the manifest round trips (GET of the manifest and of the config, from
@@ -47,7 +49,7 @@ from .results import Results, header, not_measured
 NAME = "registry"
 SUMMARY = "'overlayctl pull/push' vs docker pull/push and podman pull: cold, base present, all present (local registry)"
 
-REPS = 3
+REPS = 5
 GOAL_COLD_VS_DOCKER = 0.5
 GOAL_PRESENT_BEYOND_ROUND_TRIPS = 0.1  # seconds
 GOAL_PUSH_VS_DOCKER = 1.0
@@ -214,16 +216,20 @@ def one_image(
     def ours(*args: str | Path) -> Callable[[], None]:
         return lambda: run([CLI, "--root", stores[-1] / "store", "--run-root", stores[-1] / "run", *args], "overlayctl")
 
+    # Each tool removes its previous copy in its own prepare step (docker: rmi), so that each pull
+    # follows a removal of its own: on this VM's disk, writes right after a large removal are slower.
+    def drop_ours() -> None:
+        if stores and stores[-1].exists():
+            drop_store(stores[-1])
+
     def new_store(base: bool) -> Callable[[], None]:
         def prepare() -> None:
+            drop_ours()
             stores.append(work / f"store{len(stores)}")
             if base:
                 ours("pull", seeded.base_ref)()
 
         return prepare
-
-    def drop_ours(last: bool) -> None:
-        drop_store(stores[-1])
 
     def docker_prepare(base: bool) -> Callable[[], None]:
         def prepare() -> None:
@@ -236,29 +242,32 @@ def one_image(
     def podman_pull(ref: str) -> Callable[[], None]:
         return lambda: run(podman.argv(podman_dirs[-1], "pull", "-q", "--tls-verify=false", ref), "podman pull")
 
+    def drop_podman() -> None:
+        if podman_dirs and podman_dirs[-1] in podman.dirs:
+            podman.drop(podman_dirs[-1])
+
     def podman_prepare(base: bool) -> Callable[[], None]:
         def prepare() -> None:
+            drop_podman()
             podman_dirs.append(podman.fresh())
             if base:
                 podman_pull(seeded.base_ref)()
 
         return prepare
 
-    def podman_drop(last: bool) -> None:
-        podman.drop(podman_dirs[-1])
-
     def pull_steps(base: bool) -> list[Step]:
         return [
-            Step("overlayctl pull", ours("pull", seeded.ref), prepare=new_store(base), after=drop_ours),
+            Step("overlayctl pull", ours("pull", seeded.ref), prepare=new_store(base)),
             Step("docker pull", lambda: run(docker.argv("pull", "-q", seeded.ref), "docker pull"),
                  prepare=docker_prepare(base), optional=True),
-            Step("podman pull", podman_pull(seeded.ref), prepare=podman_prepare(base), after=podman_drop,
-                 optional=True),
+            Step("podman pull", podman_pull(seeded.ref), prepare=podman_prepare(base), optional=True),
         ]  # fmt: skip
 
     for scenario, base in (("cold", False), ("base present", True)):
         steps = pull_steps(base)
         rounds(steps, count)
+        drop_ours()
+        drop_podman()
         report_pulls(results, label, scenario, n, steps, goal=GOAL_COLD_VS_DOCKER if not base else None)
 
     # all present: one store, one docker, one podman storage holding the image

@@ -466,6 +466,11 @@ class Registry:
             self.proc.kill()
             self.proc.wait()
 
+    def start_again(self) -> None:
+        """Start the stopped registry again: the same port, config and storage."""
+        if not self._serve(json.loads((self.dir / "config.yml").read_text())):
+            raise RegistryUnavailable(f"docker-registry exited ({self.proc.returncode}): {self._error_line()}")
+
     def close(self) -> None:
         """Stop the registry and the token server, delete the directory; safe to call twice."""
         with signals_deferred():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -112,16 +114,23 @@ def _cleanup_store(store) -> None:
     ns.release_pin_dir(store.layout.ns_dir)
 
 
-@pytest.fixture
-def store(tmp_path):
-    """A LayerStore in its own temporary root and run root."""
+@contextlib.contextmanager
+def temporary_store(base: Path):
+    """A LayerStore with its root and run root under base, cleaned up after (also when the test fails)."""
     from overlayctl import LayerStore
 
-    s = LayerStore(root=str(tmp_path / "root"), run_root=str(tmp_path / "run"))
+    s = LayerStore(root=str(base / "root"), run_root=str(base / "run"))
     try:
         yield s
     finally:
         _cleanup_store(s)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A LayerStore in its own temporary root and run root."""
+    with temporary_store(tmp_path) as s:
+        yield s
 
 
 def make_rootfs(path, files: dict[str, str] | None = None):

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InUse, InvalidArgument, NotFound, StoreError, TooManyLayers
+from ..errors import InUse, InvalidArgument, NotFound, OverlayctlError, StoreError, TooManyLayers
 from ..plan.mountplan import MAX_LOWER_LAYERS, MountPlan
 from ..plan.options import parse_feature_options
 from ..store import containers as ctrs
@@ -272,11 +272,17 @@ class Containers:
 
         upper = self._layout.upper(record.id)
         id_shift = range_of(self._layout, record.id)
-        if id_shift is None:
-            staged = self._layers.stage(upper)
-        else:
-            self._ctx.ensure_root()
-            staged = lyrs.stage_layer(self._layout, lyrs.from_directory(upper, id_shift=id_shift))
+        try:
+            if id_shift is None:
+                staged = self._layers.stage(upper)
+            else:
+                self._ctx.ensure_root()
+                staged = lyrs.stage_layer(self._layout, lyrs.from_directory(upper, id_shift=id_shift))
+        except (OverlayctlError, OSError):
+            if not os.path.isdir(upper) or not os.path.isfile(self._layout.container_json(record.id)):
+                # No lock is held while the upper is copied: a 'container rm' may have run meanwhile.
+                raise NotFound(f"no such container: {ref} (it was removed during the commit)") from None
+            raise
         try:
             with self._ctx.transaction("container commit") as txn:
                 base = imgs.load_image(self._layout, record.image)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -24,10 +26,12 @@ from ..store import images as imgs
 from ..store import layers as lyrs
 from ._context import StoreContext
 from ._progress import Progress, serialized
+from ._pull import DEFAULT_JOBS
 
 if TYPE_CHECKING:
     from ..registry.cache import BlobCache
     from ..registry.client import RegistryClient
+    from ..store.records import LayerRecord
     from ._layers import Layers
 
 COMPRESSIONS = ("gzip", "zstd")
@@ -68,16 +72,25 @@ class PushReport:
 
 
 class _Hashing:
-    """A file writer that hashes and counts what passes, and tells progress of it."""
+    """A file writer that hashes and counts what passes, and tells progress of it; it stops when cancelled."""
 
-    def __init__(self, out: BinaryIO, progress: Progress | None = None, layer: str | None = None) -> None:
+    def __init__(
+        self,
+        out: BinaryIO,
+        progress: Progress | None = None,
+        layer: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.out = out
         self.sha = hashlib.sha256()
         self.size = 0
         self.progress = progress
         self.layer = layer
+        self.cancel = cancel
 
     def write(self, data: bytes) -> int:
+        if self.cancel is not None and self.cancel.is_set():
+            raise _Cancelled
         self.sha.update(data)
         self.size += len(data)
         if self.progress is not None:
@@ -89,11 +102,16 @@ class _Hashing:
 
 
 def compressed_blob(
-    layers: Layers, layer_id: str, path: str, compression: str, progress: Progress | None = None
+    layers: Layers,
+    layer_id: str,
+    path: str,
+    compression: str,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[str, int]:
     """Write the layer's tar, compressed, to path; (digest, size) of what was written.
 
-    progress hears of the tar's bytes as they go into the compressor.
+    progress hears of the tar's bytes as they go into the compressor; cancel stops the writing.
     """
     with open(path, "wb") as f:
         hashing = _Hashing(f)
@@ -101,12 +119,12 @@ def compressed_blob(
             import zstandard
 
             with zstandard.ZstdCompressor().stream_writer(hashing, closefd=False) as z:
-                layers.export(layer_id, _Hashing(z, progress, layer_id))  # type: ignore[arg-type]
+                layers.export(layer_id, _Hashing(z, progress, layer_id, cancel))  # type: ignore[arg-type]
         else:
             import gzip
 
             with gzip.GzipFile(fileobj=hashing, mode="wb", mtime=0, compresslevel=GZIP_LEVEL) as z:  # type: ignore[arg-type]
-                layers.export(layer_id, _Hashing(z, progress, layer_id))  # type: ignore[arg-type]
+                layers.export(layer_id, _Hashing(z, progress, layer_id, cancel))  # type: ignore[arg-type]
     return f"sha256:{hashing.sha.hexdigest()}", hashing.size
 
 
@@ -147,11 +165,13 @@ def push_image(
     *,
     compression: str = "gzip",
     insecure: bool = False,
+    jobs: int | None = None,
     progress: Progress | None = None,
 ) -> PushReport:
     """Push the image source names to destination (default: source, which must then name a registry).
 
-    progress hears of each layer, and of the bytes of the layers compressed and uploaded.
+    Layers are pushed ``jobs`` at a time (default 3).  progress hears of
+    each layer, and of the bytes of the layers compressed and uploaded.
     """
     from ..registry.cache import BlobCache
     from ..registry.client import RegistryClient
@@ -166,33 +186,22 @@ def push_image(
     target = parse_remote(destination or source)
     if target.digest:
         raise InvalidArgument(f"cannot push to a digest: {target}", hint="give a tag: NAME:TAG")
-    client = RegistryClient(target.api_host, insecure=insecure, credentials=CredentialStore().get(target.registry))
-    cache = BlobCache(ctx.layout.blob_cache)
-    scopes = (f"repository:{target.repository}:pull,push",)
+    jobs = max(1, jobs or DEFAULT_JOBS)
+    client = RegistryClient(
+        target.api_host, insecure=insecure, credentials=CredentialStore().get(target.registry), pool_size=jobs
+    )
     ctx.ensure_root()
     staging = new_staging(ctx.layout.staging)
     try:
-        pushed = []
         records = [lyrs.load_layer(ctx.layout, layer_id) for layer_id in record.layers]
+        cache = BlobCache(ctx.layout.blob_cache)
         kept = cache.kept_image(image_id)
         blobs = [b._asdict() for b in kept.blobs] if kept else [layer.blob for layer in records]
         events = serialized(progress)
         events.start(len(records), sum(r.size for r in records))
-        for i, (layer, blob) in enumerate(zip(records, blobs, strict=True)):
-            events.layer_start(layer.id, layer.size)
-            reused = _reuse(client, target, blob, compression, scopes, cache)
-            if reused is not None:
-                pushed.append(reused)
-                events.advance(layer.size, layer.id)
-                events.layer_done(layer.id)
-                continue
-            path = os.path.join(staging, f"layer-{i}")
-            digest, size = compressed_blob(layers, layer.id, path, compression, events)
-            with open(path, "rb") as body:
-                status = upload_blob(client, target.repository, digest, size, body, scopes)
-            pushed.append(PushedBlob(digest, status, size, _LAYER_TYPES[compression]))
-            os.unlink(path)
-            events.layer_done(layer.id)
+        pusher = _LayerPusher(client, target, layers, cache, compression, staging, events)
+        pushed = _each_in_parallel(pusher.push, list(enumerate(zip(records, blobs, strict=True))), jobs, pusher.cancel)
+        scopes = pusher.scopes
         config_digest = f"sha256:{hashlib.sha256(record.raw).hexdigest()}"
         config_status = upload_blob(client, target.repository, config_digest, len(record.raw), record.raw, scopes)
         if kept and [b.digest for b in pushed] == [b.digest for b in kept.blobs]:
@@ -207,6 +216,68 @@ def push_image(
     return PushReport(
         str(target), manifest_digest, tuple(pushed), PushedBlob(config_digest, config_status, len(record.raw))
     )
+
+
+class _Cancelled(Exception):
+    """Raised in a layer's upload when another layer's failed."""
+
+
+class _LayerPusher:
+    """Pushes one layer of an image: its blob reused (exists, mounted, kept), or compressed into staging and sent."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        target,
+        layers: Layers,
+        cache: BlobCache,
+        compression: str,
+        staging: str,
+        events: Progress,
+    ) -> None:
+        self.client, self.target, self.layers, self.cache = client, target, layers, cache
+        self.compression, self.staging, self.events = compression, staging, events
+        self.scopes = (f"repository:{target.repository}:pull,push",)
+        self.cancel = threading.Event()
+
+    def push(self, item: tuple[int, tuple[LayerRecord, dict | None]]) -> PushedBlob:
+        i, (layer, blob) = item
+        if self.cancel.is_set():
+            raise _Cancelled
+        self.events.layer_start(layer.id, layer.size)
+        pushed = _reuse(self.client, self.target, blob, self.compression, self.scopes, self.cache)
+        if pushed is not None:
+            self.events.advance(layer.size, layer.id)
+        else:
+            path = os.path.join(self.staging, f"layer-{i}")
+            digest, size = compressed_blob(self.layers, layer.id, path, self.compression, self.events, self.cancel)
+            with open(path, "rb") as body:
+                status = upload_blob(self.client, self.target.repository, digest, size, body, self.scopes)
+            os.unlink(path)
+            pushed = PushedBlob(digest, status, size, _LAYER_TYPES[self.compression])
+        self.events.layer_done(layer.id)
+        return pushed
+
+
+def _each_in_parallel(fn: Callable[[Any], PushedBlob], items: list, jobs: int, cancel: threading.Event) -> list:
+    """fn(item) for each item, jobs at a time; the results in order.  The first error cancels the others."""
+    if jobs == 1 or len(items) < 2:
+        return [fn(item) for item in items]
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait  # only here: not a light import
+
+    with ThreadPoolExecutor(jobs, thread_name_prefix="overlayctl-push") as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f.exception() for f in futures if f in done and f.exception() is not None]
+            if failed:
+                raise next((e for e in failed if not isinstance(e, _Cancelled)), failed[0])
+            return [f.result() for f in futures]
+        except BaseException:
+            cancel.set()
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _reuse(

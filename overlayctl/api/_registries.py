@@ -58,16 +58,24 @@ class Registries:
         *,
         compression: str = "gzip",
         insecure: bool = False,
+        jobs: int | None = None,
         progress: Progress | None = None,
     ) -> PushReport:
         """Push an image to destination, or to where source's name says.
 
         Layer blobs are the byte-exact tars ``images.save`` writes, compressed
-        with gzip (or zstd); blobs the registry has are not uploaded.  The
-        store does not change.
+        with gzip (or zstd), ``jobs`` layers at a time (default 3); blobs the
+        registry has are not uploaded.  The store does not change.
         """
         return push_image(
-            self._ctx, self._layers, source, destination, compression=compression, insecure=insecure, progress=progress
+            self._ctx,
+            self._layers,
+            source,
+            destination,
+            compression=compression,
+            insecure=insecure,
+            jobs=jobs,
+            progress=progress,
         )
 
     def login(self, host: str, username: str, password: str, *, insecure: bool = False) -> str:

@@ -120,7 +120,7 @@ def open_stream(source: BinaryIO) -> HashingReader:
     """Sniff the compression of ``source`` and return a reader of the plain tar."""
     try:
         head = _read_head(source, BLOCKSIZE)
-    except OSError as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # a stream decompressed on the way fails here too
         raise ArchiveError(f"cannot read the layer: {exc}") from exc
     if not head:
         raise ArchiveError("the layer is empty (0 bytes)")

@@ -69,10 +69,13 @@ def pull(
     show_default=True,
     help="How layer blobs are compressed.",
 )
+@click.option("-j", "--jobs", type=click.IntRange(min=1, max=32), help="Layers pushed at once [default: 3].")
 @_INSECURE
 @json_option
 @click.pass_context
-def push(ctx, source: str, destination: str | None, compression: str, insecure: bool, as_json: bool) -> None:
+def push(
+    ctx, source: str, destination: str | None, compression: str, jobs: int | None, insecure: bool, as_json: bool
+) -> None:
     """Push an image to a registry: to DESTINATION, or to where SOURCE's name says.
 
     \b
@@ -84,7 +87,7 @@ def push(ctx, source: str, destination: str | None, compression: str, insecure: 
 
     with terminal_progress("Pushing", "Pushed", quiet=as_json, per_layer=True) as bar:
         report = store_from(ctx).registries.push(
-            source, destination, compression=compression, insecure=insecure, progress=bar
+            source, destination, compression=compression, insecure=insecure, jobs=jobs, progress=bar
         )
     if as_json:
         return print_json(report.to_json())

@@ -1,8 +1,10 @@
 """An HTTP client of one registry's /v2/ API: TLS, plain HTTP for loopback, auth, retries.
 
 urllib3 does the HTTP: thread-safe connection pools, streamed bodies,
-timeouts, and no ``Authorization`` header on a redirect to another host
-(blob downloads are often redirected to object storage).
+timeouts.  Redirects of GET and HEAD are followed here, without the
+``Authorization`` header when they lead to another host (blob downloads are
+often redirected to object storage); 429 and 503 are waited out as their
+``Retry-After`` asks, within the retry time.
 
 - **TLS** is verified against the system's CAs plus
   ``/etc/overlayctl/certs.d/HOST:PORT/ca.crt`` (Docker's naming), with
@@ -25,6 +27,7 @@ import os
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,6 +40,7 @@ CONFIG_FILE = os.environ.get("OVERLAYCTL_CONFIG", "/etc/overlayctl/config.json")
 #: Seconds of retrying a registry that cannot be reached.
 RETRY_SECONDS = float(os.environ.get("OVERLAYCTL_REGISTRY_RETRY_SECONDS", "30"))
 USER_AGENT = "overlayctl/0.1"
+MAX_REDIRECTS = 5
 
 
 def is_loopback(host: str) -> bool:
@@ -139,7 +143,7 @@ class RegistryClient:
         except urllib3.exceptions.SSLError as exc:
             if not self._speaks_plain_http(exc):
                 raise RegistryError(
-                    f"{self.host}: TLS failed: {_reason(exc)}",
+                    f"{self.host}: TLS failed: {reason_of(exc)}",
                     hint=f"put the registry's CA certificate in {os.path.join(self.certs_dir, self.host, 'ca.crt')}",
                 ) from None
         if not (self.insecure or is_loopback(self.host) or configured_insecure(self.host)):
@@ -177,17 +181,21 @@ class RegistryClient:
             self._cas_loaded = True
         deadline = time.monotonic() + RETRY_SECONDS
         delay = 0.25
+        body = kwargs.get("body")
+        start = body.tell() if hasattr(body, "seek") else None
         while True:
+            if start is not None:
+                body.seek(start)  # a retried upload sends its file from the start again
             try:
                 return self._pool.request(method, url, **kwargs)
             except urllib3.exceptions.SSLError:
                 raise
             except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError) as exc:
                 if time.monotonic() + delay > deadline:
-                    raise RegistryError(f"cannot reach {self.host}: {_reason(exc)}") from None
+                    raise RegistryError(f"cannot reach {self.host}: {reason_of(exc)}") from None
             except urllib3.exceptions.HTTPError as exc:
                 if time.monotonic() + delay > deadline:
-                    raise RegistryError(f"{self.host}: {_reason(exc)}") from None
+                    raise RegistryError(f"{self.host}: {reason_of(exc)}") from None
             time.sleep(delay)
             delay = min(delay * 2, 4.0)
 
@@ -275,7 +283,7 @@ class RegistryClient:
             auth = self._authorization(scopes, fresh=attempt == 1)
             if auth:
                 sent["Authorization"] = auth
-            response = self._send(method, url, headers=sent, body=body, preload_content=not stream, redirect=True)
+            response = self._exchange(method, url, sent, body, stream)
             if response.status != 401 or body is not None and not isinstance(body, bytes | str) or attempt:
                 break
             if self._challenge is None:
@@ -286,6 +294,30 @@ class RegistryClient:
                 f"{self.host}: unauthorized{' (' + what + ')' if what else ''}", hint=f"overlayctl login {self.host}"
             )
         return response
+
+    def _exchange(self, method: str, url: str, headers: dict[str, str], body: Any, stream: bool):
+        """Send a request; follow a GET's or HEAD's redirects, wait out 429 and 503 (Retry-After) until the deadline.
+
+        A redirect to another host (object storage, for blobs) goes without
+        the registry's ``Authorization``.
+        """
+        deadline = time.monotonic() + RETRY_SECONDS
+        origin = urllib.parse.urlsplit(url).netloc
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send(method, url, headers=headers, body=body, preload_content=not stream, redirect=False)
+            location = response.get_redirect_location() if method in ("GET", "HEAD") else None
+            if location:
+                response.drain_conn()
+                url = urllib.parse.urljoin(url, location)
+                if urllib.parse.urlsplit(url).netloc != origin:
+                    headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                continue
+            wait = _retry_after(response) if response.status in (429, 503) and _replayable(body) else None
+            if wait is None or time.monotonic() + wait > deadline:
+                return response
+            response.drain_conn()
+            time.sleep(wait)
+        raise RegistryError(f"{self.host}: more than {MAX_REDIRECTS} redirects for {method} {url}")
 
     def raise_for(self, response, what: str) -> None:
         """A one-line error for a failed response, with the registry's own words."""
@@ -303,6 +335,25 @@ class RegistryClient:
         self._pool.clear()
 
 
+def _replayable(body: Any) -> bool:
+    return body is None or isinstance(body, bytes | str)
+
+
+def _retry_after(response) -> float | None:
+    """Seconds a 429 or 503 asks to wait (Retry-After: seconds or an HTTP date); 1 when it does not say."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return 1.0
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
 def _registry_message(response) -> str:
     try:
         data = json.loads(response.data or b"{}")
@@ -312,7 +363,7 @@ def _registry_message(response) -> str:
         return ""
 
 
-def _reason(exc: Exception) -> str:
+def reason_of(exc: Exception) -> str:
     text = " ".join(str(getattr(exc, "reason", None) or exc).split())
     if "] " in text and "[Errno" in text:  # urllib3 wraps the OSError in its connection's repr
         text = text[text.rindex("] ") + 2 :]

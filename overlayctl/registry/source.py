@@ -13,11 +13,13 @@ from typing import BinaryIO
 from ..distribution import mediatypes as mt
 from ..distribution.model import META_LIMIT
 from ..distribution.source import Archive
-from ..errors import ArchiveError
+from ..errors import ArchiveError, RegistryError
 from .cache import BlobCache
-from .client import RegistryClient
+from .client import RegistryClient, reason_of
 from .reference import RemoteRef
 
+#: Breaks of a blob's download in a row, each resumed with a Range request, before the pull gives up.
+MAX_BREAKS = 5
 #: What a pull accepts for a manifest, best first (registry 2.8 answers 404 for an OCI manifest it is not asked for).
 MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.DOCKER_LIST, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST])
 
@@ -115,18 +117,77 @@ class RegistrySource(Archive):
             if partial is not None:
                 partial.close()
             raise
-        response.auto_close = False
+        start = offset if response.status == 206 else 0
+        body = _Body(self, digest, what, response, start)
         if partial is None:  # another pull is downloading it into the cache: this one streams it uncached
-            return response  # type: ignore[return-value]
-        if response.status == 206:
-            self.resumed[digest] = offset
-        return self.cache.caching(response, digest, partial, offset=self.resumed.get(digest, 0))  # type: ignore[return-value]
+            return body  # type: ignore[return-value]
+        if start:
+            self.resumed[digest] = start
+        return self.cache.caching(body, digest, partial, offset=start)  # type: ignore[return-value]
 
     def blob_size(self, path: str, what: str) -> int:
         return 0
 
     def close(self) -> None:
         self.client.close()
+
+
+class _Body:
+    """A blob's bytes from the registry; when the connection breaks, asked for again from where it broke (Range).
+
+    The registry is retried as any request is (about RETRY_SECONDS); one
+    that cannot answer a Range request ends the pull with one line (the
+    bytes received stay in the download cache for the next pull).
+    """
+
+    def __init__(self, source: RegistrySource, digest: str, what: str, response, offset: int) -> None:
+        self._source = source
+        self._digest = digest
+        self._what = what
+        self._response = response
+        self._offset = offset
+        self._breaks = 0  # breaks since the last byte received
+        response.auto_close = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        import urllib3
+
+        while True:
+            try:
+                data = self._response.read(size if size is not None and size >= 0 else None)
+            except urllib3.exceptions.HTTPError as exc:
+                self._resume(exc)
+                continue
+            if data:
+                self._breaks = 0
+            self._offset += len(data)
+            return data
+
+    def _resume(self, exc: Exception) -> None:
+        host = self._source.client.host
+        self._response.close()
+        self._breaks += 1
+        if self._breaks > MAX_BREAKS:
+            raise RegistryError(
+                f"{host}: the download of blob {self._digest} broke {self._breaks} times in a row: {reason_of(exc)}",
+                hint="pull again: it goes on from the bytes received",
+            )
+        response = self._source._blob(self._digest, self._what, stream=True, offset=self._offset)
+        if response.status != 206:
+            response.drain_conn()
+            raise RegistryError(
+                f"{host}: the download of blob {self._digest} broke ({exc.__class__.__name__}) "
+                "and the registry cannot resume it (it ignores Range)",
+                hint="pull again",
+            )
+        response.auto_close = False
+        self._response = response
+
+    def close(self) -> None:
+        self._response.close()
 
 
 def _listed_digests(body: bytes) -> list[str]:

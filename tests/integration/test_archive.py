@@ -358,6 +358,19 @@ def _bad_crc(data: bytes) -> bytes:
     return bytes(packed)
 
 
+def _bad_deflate(data: bytes) -> bytes:
+    packed = bytearray(gzip.compress(data))
+    packed[len(packed) // 2] ^= 0xFF  # zlib fails within the first block of the tar
+    return bytes(packed)
+
+
+def test_a_stream_decompressed_on_the_way_fails_as_an_archive_error(tmp_path):
+    """A pulled layer comes already decompressed: zlib's error in the first block is the layer's."""
+    (tmp_path / "dest").mkdir()
+    with pytest.raises(ArchiveError, match="cannot read the layer"):
+        extract_layer(gzip.GzipFile(fileobj=io.BytesIO(_bad_deflate(_two_files()))), str(tmp_path / "dest"))
+
+
 def _two_files() -> bytes:
     # ustar: header "a" at 0, its data at 512, header "b" at 1024, its data at 1536.
     return build_tar([("a", "file", b"first"), ("b", "file", b"second")], format="ustar")

@@ -104,6 +104,15 @@ def registry_factory(tmp_path) -> Iterator[Callable[..., Registry]]:
 
 
 @pytest.fixture
+def fresh(tmp_path):
+    """An empty store (beside the ``store`` fixture's): where pulls land."""
+    from ..conftest import temporary_store
+
+    with temporary_store(tmp_path / "fresh") as store:
+        yield store
+
+
+@pytest.fixture
 def repo(request) -> str:
     """A repository name of this test's own, e.g. ``test/push-blob-3f2a9c1e``."""
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 
@@ -41,20 +42,6 @@ def ctl(busybox, docker_config):
     run("rm", "maker")
     run.store = busybox
     return run
-
-
-@pytest.fixture
-def fresh(tmp_path):
-    """A second, empty store: where pulls land."""
-    from overlayctl import LayerStore
-
-    from ..conftest import _cleanup_store
-
-    store = LayerStore(root=str(tmp_path / "fresh"), run_root=str(tmp_path / "fresh-run"))
-    try:
-        yield store
-    finally:
-        _cleanup_store(store)
 
 
 def store_state(store) -> tuple:
@@ -392,6 +379,62 @@ def test_two_pulls_of_one_image_at_once_both_succeed(ctl, fresh, registry_plain,
     assert results == [(0, ""), (0, "")]
     assert fresh.images.get(ref).id == ctl.store.images.get("big:1").id
     assert json.loads(ctl("check", "--json", store=fresh).stdout)["problems"] == []
+
+
+def test_a_blob_altered_in_the_registrys_storage_fails_the_pull(ctl, fresh, registry_factory, repo):
+    registry = registry_factory()
+    ref = f"{registry.host}/{repo}:1"
+    top = json.loads(ctl("push", "app:2", ref, "--json").stdout)["layers"][-1]["digest"]
+    hexdigest = top.split(":")[1]
+    data = registry.storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+    blob = bytearray(data.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    data.write_bytes(bytes(blob))
+    failed = ctl("pull", ref, check=False, store=fresh)
+    assert failed.returncode == 1 and top in failed.stderr and "digest" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+    assert store_state(fresh) == ([], []) and os.listdir(fresh.layout.staging) == []
+    assert not os.path.exists(f"{fresh.layout.blob_cache}/sha256/{hexdigest}")  # no damaged blob is kept
+
+
+def test_a_registry_stopped_mid_pull_then_started_again(ctl, fresh, registry_factory, repo):
+    """The pull waits for the registry (retries), then asks for the rest of the blob it was receiving."""
+    import threading
+
+    from .fake import StallingProxy
+
+    ctl("run", "--name", "big", "busybox", "--", "sh", "-c", "head -c 3000000 /dev/urandom > /big")
+    ctl("container", "commit", "big", "big:1")
+    registry = registry_factory()
+    pushed = json.loads(ctl("push", "big:1", f"{registry.host}/{repo}:1", "--json").stdout)
+    base, top = (layer["digest"] for layer in pushed["layers"])
+    proxy = StallingProxy(registry.port, top, after=1_000_000)
+    try:
+        env = {"OVERLAYCTL_REGISTRY_RETRY_SECONDS": "30"}
+        pull = subprocess.Popen(
+            store_cmd(fresh, "pull", f"{proxy.host}/{repo}:1", "--json", "--jobs", "1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+        try:
+            assert proxy.stalled.wait(60), "the pull never reached the big blob"
+            registry.stop()  # in the middle of the top layer's blob
+            threading.Event().wait(1.5)
+            registry.start_again()
+            out, err = pull.communicate(timeout=120)
+        finally:
+            if pull.poll() is None:
+                pull.kill()
+                pull.communicate()
+    finally:
+        proxy.close()
+    assert pull.returncode == 0, err
+    assert json.loads(out)["image"]["id"] == ctl.store.images.get("big:1").id
+    after_restart = registry.log_text()  # the restarted registry's log
+    assert f"/blobs/{base}" not in after_restart  # verified before the stop: not fetched again
+    assert re.search(rf"GET /v2/{repo}/blobs/{top} HTTP/1.1\" 206 ", after_restart)  # the rest of the blob
 
 
 def test_pull_and_push_show_each_layer_on_a_terminal(ctl, fresh, registry_plain, repo):
