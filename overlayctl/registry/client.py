@@ -303,11 +303,15 @@ class RegistryClient:
         """
         deadline = time.monotonic() + RETRY_SECONDS
         origin = urllib.parse.urlsplit(url).netloc
-        for _ in range(MAX_REDIRECTS + 1):
+        redirects = 0
+        while True:
             response = self._send(method, url, headers=headers, body=body, preload_content=not stream, redirect=False)
             location = response.get_redirect_location() if method in ("GET", "HEAD") else None
             if location:
                 response.drain_conn()
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise RegistryError(f"{self.host}: more than {MAX_REDIRECTS} redirects for {method} {url}")
                 url = urllib.parse.urljoin(url, location)
                 if urllib.parse.urlsplit(url).netloc != origin:
                     headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
@@ -317,7 +321,6 @@ class RegistryClient:
                 return response
             response.drain_conn()
             time.sleep(wait)
-        raise RegistryError(f"{self.host}: more than {MAX_REDIRECTS} redirects for {method} {url}")
 
     def raise_for(self, response, what: str) -> None:
         """A one-line error for a failed response, with the registry's own words."""
