@@ -44,7 +44,7 @@ def save_archive(
     images = []
     for image_id, named in chosen.items():
         record = imgs.load_image(layout, image_id)
-        kept = cache.kept_image(image_id) if fmt != "docker-archive" else None
+        kept = cache.kept_image(image_id)  # used by the OCI formats only
         images.append(ImageToSave(record.raw, tuple(record.layers), tuple(record.diff_ids), tuple(named), kept))
     events = serialized(progress)
     written = write_archive(images, layers.export, out, fmt, progress=events if progress is not None else None)

@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import subprocess
+import tarfile
 
 import pytest
 
@@ -312,8 +313,6 @@ def test_kept_blobs_go_to_another_registry_as_they_came(ctl, fresh, registry_pla
 
 
 def _index_of(archive) -> dict:
-    import tarfile
-
     with tarfile.open(archive) as tar:
         return json.load(tar.extractfile("index.json"))
 
@@ -335,6 +334,11 @@ def test_kept_blobs_give_the_registry_manifest_to_save_and_push(
     )
     assert json.loads(inspected.stdout)["Digest"] == image.digest
     assert json.loads(inspected.stdout)["Layers"] == [sha256(image.layer)]
+    docker_form = tmp_path / "docker.tar"  # Docker's form keeps its uncompressed layers: docker load takes them
+    ctl("image", "save", "-o", str(docker_form), ref, store=fresh)
+    with tarfile.open(docker_form) as tar:
+        listed = json.load(tar.extractfile("manifest.json"))[0]["Layers"]
+    assert listed == [f"blobs/sha256/{d[7:]}" for d in fresh.images.get(ref).diff_ids]
 
     other = registry_factory()
     pushed = json.loads(ctl("push", ref, f"{other.host}/{repo}:1", "--json", store=fresh).stdout)
