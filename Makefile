@@ -28,15 +28,20 @@ NOSTART_PKGS := docker-registry
 # Needed only to create the virtualenv.
 VENV_PKGS   := python3 python3-venv
 
-# $(call ensure_pkgs,PKG...): install the Debian packages of the list that are
-# not installed yet. Silent, and no apt-get update, when none is missing.
-# The lock timeout makes apt wait for another apt/dpkg run instead of failing.
-define ensure_pkgs
+# $(call missing_pkgs,PKG...): sets the shell array "missing" to the packages of the list not installed.
+define missing_pkgs
 missing=(); \
 for p in $(1); do \
   st=$$(dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null || true); \
   [[ $$st == *' ok installed' ]] || missing+=("$$p"); \
-done; \
+done
+endef
+
+# $(call ensure_pkgs,PKG...): install the Debian packages of the list that are
+# not installed yet. Silent, and no apt-get update, when none is missing.
+# The lock timeout makes apt wait for another apt/dpkg run instead of failing.
+define ensure_pkgs
+$(call missing_pkgs,$(1)); \
 if (( $${#missing[@]} )); then \
   echo "deps: installing $${missing[*]}"; \
   sudo=(); \
@@ -66,11 +71,7 @@ if [[ -e $$saved ]]; then \
   echo "deps: putting back $$rc, saved by an install that was killed"; \
   "$${sudo[@]}" mv -f "$$saved" "$$rc"; \
 fi; \
-missing=(); \
-for p in $(1); do \
-  st=$$(dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null || true); \
-  [[ $$st == *' ok installed' ]] || missing+=("$$p"); \
-done; \
+$(call missing_pkgs,$(1)); \
 if (( $${#missing[@]} )); then \
   if (( $${#sudo[@]} )) && ! command -v sudo >/dev/null; then \
     echo "deps: need root (or sudo) to install $${missing[*]}" >&2; exit 1; \

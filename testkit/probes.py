@@ -40,9 +40,8 @@ from overlayctl.runtime.profile import ALL_CAPS
 ALLOWED = "ALLOWED"
 BLOCKED = "BLOCKED"
 
-# Docker's default capability set (moby oci/caps/defaults.go): CHOWN,
-# DAC_OVERRIDE, FSETID, FOWNER, MKNOD, NET_RAW, SETGID, SETUID, SETFCAP,
-# SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL, AUDIT_WRITE.
+# Docker's default capability set, kept here apart from overlayctl's runtime/profile.py
+# on purpose: the probes are the oracle that profile is checked against.
 DOCKER_DEFAULT_CAPS = (
     "CHOWN",
     "DAC_OVERRIDE",

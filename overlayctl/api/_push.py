@@ -129,14 +129,20 @@ def compressed_blob(
 
 
 def upload_blob(client: RegistryClient, repository: str, digest: str, size: int, body: Any, scopes) -> str:
-    """Put a blob unless the registry has it: "exists" or "uploaded".
-
-    A monolithic upload: POST opens the session (registry 2.8 has no
-    single-request upload), PUT with the digest sends the bytes and ends it.
-    """
-    head = client.request("HEAD", f"/v2/{repository}/blobs/{digest}", scopes=scopes, what=f"blob {digest}")
-    if head.status == 200:
+    """Put a blob unless the registry has it: "exists" or "uploaded"."""
+    if _has_blob(client, repository, digest, scopes):
         return "exists"
+    _send_blob(client, repository, digest, size, body, scopes)
+    return "uploaded"
+
+
+def _has_blob(client: RegistryClient, repository: str, digest: str, scopes) -> bool:
+    head = client.request("HEAD", f"/v2/{repository}/blobs/{digest}", scopes=scopes, what=f"blob {digest}")
+    return head.status == 200
+
+
+def _send_blob(client: RegistryClient, repository: str, digest: str, size: int, body: Any, scopes) -> None:
+    """A monolithic upload: POST opens the session (registry 2.8 has no single-request upload), PUT sends the bytes."""
     started = client.request("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes, what="starting an upload")
     if started.status != 202:
         client.raise_for(started, f"an upload to {repository}")
@@ -154,7 +160,6 @@ def upload_blob(client: RegistryClient, repository: str, digest: str, size: int,
     )
     if done.status != 201:
         client.raise_for(done, f"the upload of blob {digest}")
-    return "uploaded"
 
 
 def push_image(
@@ -287,14 +292,12 @@ def _reuse(
     if not blob or mt.LAYER_TYPES.get(blob.get("media_type", "")) != compression:
         return None
     digest, size, media_type = blob["digest"], int(blob["size"]), blob["media_type"]
-    head = client.request("HEAD", f"/v2/{target.repository}/blobs/{digest}", scopes=scopes, what=f"blob {digest}")
-    if head.status == 200:
+    if _has_blob(client, target.repository, digest, scopes):
         return PushedBlob(digest, "exists", size, media_type)
     if cache.has(digest):
         with open(cache.path(digest), "rb") as body:
-            return PushedBlob(
-                digest, upload_blob(client, target.repository, digest, size, body, scopes), size, media_type
-            )
+            _send_blob(client, target.repository, digest, size, body, scopes)
+        return PushedBlob(digest, "uploaded", size, media_type)
     registry, _, repository = str(blob.get("source") or "").partition("/")
     if registry != target.registry or not repository or repository == target.repository:
         return None

@@ -23,14 +23,14 @@ class ReadAhead:
     touch source again.
     """
 
-    def __init__(self, source: BinaryIO, name: str = "overlayctl-readahead") -> None:
+    def __init__(self, source: BinaryIO) -> None:
         self._source = source
         self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=DEPTH)
         self._stop = threading.Event()
         self._chunk = b""
         self._offset = 0
         self._ended = False
-        self._thread = threading.Thread(target=self._fill, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._fill, name="overlayctl-readahead", daemon=True)
         self._thread.start()
 
     def _fill(self) -> None:
